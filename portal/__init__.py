@@ -1,0 +1,76 @@
+"""callpass: a Wi-Fi captive portal that identifies guests by a free incoming call."""
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from . import config as config_module
+from . import firewall as firewall_module
+from . import storage
+from .extensions import limiter
+from .provider import SmscClient
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Services:
+    """What the views need besides the request: config, database, provider, firewall."""
+
+    config: dict
+    engine: object
+    provider: object
+    firewall: object
+    is_demo: bool = False
+    simulator_url: str = ""
+    cache: dict = field(default_factory=dict)  # small per-app caches (provider status)
+
+
+def services():
+    """The Services of the running app."""
+    return current_app.extensions["callpass"]
+
+
+def asset_folder(name):
+    """templates/ or static/: inside the package when installed from a wheel, else the checkout's."""
+    packaged = HERE / name
+    return packaged if packaged.is_dir() else HERE.parent / name
+
+
+def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=None,
+               simulator_url=""):
+    """Build the Flask app from a loaded config (defaults when None). No network, no schema work."""
+    config = config if config is not None else config_module.defaults()
+    app = Flask(__name__, template_folder=str(asset_folder("templates")),
+                static_folder=str(asset_folder("static")))
+    portal = config["portal"]
+    app.config.update(
+        SECRET_KEY=portal["secret_key"] or (secrets.token_hex(32) if demo else None),
+        MAX_CONTENT_LENGTH=64 * 1024,
+        RATELIMIT_STORAGE_URI=portal["ratelimit_storage"],
+        RATELIMIT_HEADERS_ENABLED=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=portal["public_url"].startswith("https://"),
+    )
+    app.extensions["callpass"] = Services(
+        config=config,
+        engine=engine if engine is not None else storage.connect(portal["database"]),
+        provider=provider if provider is not None else SmscClient.from_config(config["provider"]),
+        firewall=firewall if firewall is not None else firewall_module.from_config(config["gateway"]),
+        is_demo=demo,
+        simulator_url=simulator_url,
+    )
+    limiter.init_app(app)
+
+    from . import callback, captive, errors, guest, health
+    app.register_blueprint(captive.bp)
+    app.register_blueprint(guest.bp)
+    app.register_blueprint(callback.bp)
+    app.register_blueprint(health.bp)
+    errors.register(app)
+    logging.getLogger("portal").setLevel(logging.INFO)
+    return app

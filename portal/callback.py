@@ -1,0 +1,103 @@
+"""The provider's handler URL: a call-confirmation notification becomes an open firewall.
+
+Order matters: authenticate (path token, then checksum), then freshness and replay, then domain work.
+A notification that fails any check changes nothing but its own row in the notification log.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+
+from flask import Blueprint, request
+from sqlalchemy import select
+
+from . import phone, services, verification
+from .storage import notification, utcnow
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("callback", __name__)
+
+# The fields recorded from a notification; anything else the provider adds is kept too, capped.
+MAX_FIELDS = 30
+MAX_VALUE = 200
+
+
+@bp.route("/callback/smsc/<token>", methods=["GET", "POST"])
+def smsc(token):
+    """Handle one SMSC notification; 200 "OK" when genuine, 403 when not."""
+    svc = services()
+    cfg = svc.config["callback"]
+    fields = {k: v[:MAX_VALUE] for k, v in list(request.values.items())[:MAX_FIELDS]}
+    record = dict(fields=fields, phone=None, ts=None)
+
+    if not cfg["token"] or not hmac.compare_digest(token.encode(), cfg["token"].encode()):
+        return reject(record, 403, "wrong handler token")
+    if cfg["signature"] != "none" and not has_valid_checksum(fields, cfg["signature"], cfg["secret"]):
+        return reject(record, 403, f"missing or wrong {cfg['signature']} checksum")
+
+    caller = phone.from_provider(fields.get("phone"))
+    if caller is None:
+        return reject(record, 400, "no usable phone field")
+    record["phone"] = caller
+    try:
+        ts = int(fields.get("ts", ""))
+    except ValueError:
+        return reject(record, 400, "no usable ts field")
+    record["ts"] = ts
+    if abs(time.time() - ts) > cfg["max_age_seconds"]:
+        return reject(record, 403, f"ts is {int(time.time() - ts)} s away from now")
+    if fields.get("waitcall") != "1":
+        # Other events (delivery statuses, incoming SMS) share the handler URL: accept, do nothing.
+        save(record, "ignored", "not a call-confirmation event")
+        return ok()
+    if is_replay(caller, ts):
+        save(record, "replay", "the same phone and ts were already accepted")
+        return ok()
+
+    confirmed = verification.confirm_call(svc.engine, svc.firewall, caller,
+                                          svc.config["portal"]["session_minutes"])
+    if confirmed:
+        save(record, "accepted", f"confirmed {len(confirmed)} verification(s)")
+    else:
+        save(record, "unmatched", "nobody with this phone is waiting for a call")
+    return ok()
+
+
+def has_valid_checksum(fields, kind, secret):
+    """Whether the md5/sha1 field equals the digest of "phone:ts:secret" (constant-time)."""
+    given = fields.get(kind, "").lower()
+    material = f"{fields.get('phone', '')}:{fields.get('ts', '')}:{secret}".encode()
+    expected = hashlib.new(kind, material).hexdigest()
+    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def is_replay(caller, ts):
+    """Whether a notification with this phone and ts was already acted on."""
+    with services().engine.connect() as conn:
+        return conn.execute(select(notification.c.id).where(
+            notification.c.phone == caller, notification.c.ts == ts,
+            notification.c.verdict.in_(("accepted", "unmatched")))).first() is not None
+
+
+def reject(record, status, reason):
+    """Record a refused notification and answer with status."""
+    log.warning("callback refused from %s: %s", request.remote_addr, reason)
+    save(record, "rejected", reason)
+    return reason, status, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def save(record, verdict, reason):
+    """Add one row to the notification log. Checksums are kept: they are not secrets."""
+    with services().engine.begin() as conn:
+        conn.execute(notification.insert().values(
+            received_at=utcnow(), remote_addr=request.remote_addr or "",
+            phone=record["phone"], ts=record["ts"],
+            fields=json.dumps(record["fields"], ensure_ascii=False, sort_keys=True),
+            verdict=verdict, reason=reason))
+
+
+def ok():
+    return "OK", 200, {"Content-Type": "text/plain; charset=utf-8"}

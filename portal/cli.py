@@ -1,0 +1,173 @@
+"""The `callpass` command (also `python -m portal`): demo, serve, simulator, check-config, fw-sync."""
+
+import logging
+import secrets
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import click
+
+from . import config as config_module
+from . import create_app, sessions, storage, verification
+from .firewall import FirewallError, NoopFirewall
+
+log = logging.getLogger("portal")
+
+MAINTENANCE_SECONDS = 60
+
+
+def load_config(path, demo=False):
+    """Load and check a config, or exit with every problem listed (exit 2)."""
+    try:
+        cfg = config_module.load(path)
+    except config_module.ConfigError as exc:
+        fail(exc.problems)
+    found = config_module.problems(cfg, demo=demo)
+    if found:
+        fail(found)
+    return cfg
+
+
+def fail(problems):
+    click.echo("callpass: the configuration cannot be used:", err=True)
+    for problem in problems:
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(2)
+
+
+def split_listen(listen):
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@click.group()
+def main():
+    """callpass: Wi-Fi captive portal with phone verification by a free call."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command("check-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def check_config(config_path):
+    """Validate a config file; print what is wrong and exit non-zero."""
+    cfg = load_config(config_path)
+    click.echo(f"{config_path}: OK (firewall {cfg['gateway']['firewall']}, "
+               f"provider {cfg['provider']['base_url']}, database {cfg['portal']['database']})")
+
+
+@main.command("fw-sync")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def fw_sync(config_path):
+    """Make the firewall match the database: re-allow live sessions, remove ended ones."""
+    cfg = load_config(config_path)
+    app = create_app(cfg)
+    svc = app.extensions["callpass"]
+    storage.upgrade(svc.engine)
+    try:
+        allowed, revoked = sessions.sync_firewall(svc.engine, svc.firewall)
+    except FirewallError as exc:
+        click.echo(f"callpass: firewall failed: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"firewall in sync: {allowed} allowed, {revoked} revoked")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def serve(config_path):
+    """Run the portal on a production WSGI server (waitress)."""
+    cfg = load_config(config_path)
+    app = create_app(cfg)
+    svc = app.extensions["callpass"]
+    storage.upgrade(svc.engine)
+    start_maintenance(svc)
+    host, port = split_listen(cfg["portal"]["listen"])
+    log.info("callpass serving on %s (public URL %s, firewall %s)",
+             cfg["portal"]["listen"], cfg["portal"]["public_url"], svc.firewall.name)
+    run_waitress(app, host, port, cfg["portal"]["threads"])
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65534))
+def demo(host, port):
+    """Everything on one machine: portal on PORT, SMSC simulator on PORT+1, no-op firewall."""
+    from .simulator import SimulatorServer
+
+    folder = Path(tempfile.mkdtemp(prefix="callpass-demo-"))
+    token, secret = secrets.token_urlsafe(24), secrets.token_hex(16)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    cfg = config_module.load(None, environ={}, overrides={
+        "portal": {"listen": f"{host}:{port}", "public_url": f"http://{shown_host}:{port}/",
+                   "secret_key": secrets.token_hex(32),
+                   "database": f"sqlite:///{folder / 'callpass.sqlite3'}"},
+        "provider": {"base_url": f"http://{shown_host}:{port + 1}", "fallback_urls": [],
+                     "login": "demo", "password": "demo", "timeout_seconds": 5},
+        "callback": {"token": token, "signature": "md5", "secret": secret},
+        "gateway": {"firewall": "noop"},
+    })
+    simulator = SimulatorServer(
+        host=host, port=port + 1, secret=secret, signature="md5",
+        callback_url=f"http://{shown_host}:{port}/callback/smsc/{token}").start()
+    app = create_app(cfg, demo=True, firewall=NoopFirewall(), simulator_url=simulator.url)
+    svc = app.extensions["callpass"]
+    storage.upgrade(svc.engine)
+    start_maintenance(svc)
+    click.echo(f"callpass demo\n  portal:    http://{shown_host}:{port}/\n"
+               f"  simulator: {simulator.url}/sim/\n  data:      {folder}\n"
+               "Open the portal, enter a phone number (e.g. +7 916 123-45-67) and press "
+               "'Simulate the call'. Ctrl+C stops.")
+    try:
+        run_waitress(app, host, port, 8)
+    finally:
+        simulator.stop()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--callback-url", required=True, help="The handler URL notifications are sent to.")
+@click.option("--secret", default="", help="Checksum secret: adds md5 of phone:ts:secret.")
+@click.option("--login", default="", help="Accepted login (with --password).")
+@click.option("--password", default="", help="Accepted password.")
+@click.option("--apikey", default="", help="Accepted API key.")
+def simulator(host, port, callback_url, secret, login, password, apikey):
+    """Run the SMSC simulator alone."""
+    from . import simulator as simulator_module
+
+    if bool(login) != bool(password):
+        raise click.UsageError("--login and --password go together")
+    click.echo(f"SMSC simulator on http://{host}:{port}/sim/ notifying {callback_url}")
+    simulator_module.serve(host, port, callback_url=callback_url, secret=secret,
+                           login=login, password=password, apikey=apikey)
+
+
+def run_waitress(app, host, port, threads):
+    """Serve app with waitress, the production WSGI server (pure Python, runs on small routers)."""
+    import waitress
+
+    waitress.serve(app, host=host, port=port, threads=threads, ident="callpass",
+                   clear_untrusted_proxy_headers=True)
+
+
+def start_maintenance(svc):
+    """Sync the firewall now, then expire verifications and sessions every minute in a thread."""
+    def tick():
+        verification.expire_overdue(svc.engine)
+        sessions.sync_firewall(svc.engine, svc.firewall)
+
+    def loop():
+        while not stop.wait(MAINTENANCE_SECONDS):
+            try:
+                tick()
+            except Exception:  # keep serving; the next tick retries
+                log.exception("maintenance failed")
+
+    try:
+        tick()
+    except FirewallError as exc:
+        log.error("firewall sync at start failed (is `callpass-fw up` done?): %s", exc)
+    stop = threading.Event()
+    threading.Thread(target=loop, name="callpass-maintenance", daemon=True).start()
+    return stop

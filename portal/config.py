@@ -1,0 +1,212 @@
+"""Configuration: one TOML file, overridden by CALLPASS_<SECTION>_<KEY> environment variables.
+
+Every key has a default here; deploy/callpass.toml documents each one. A config is a plain nested
+dict (section -> key -> value) so views and commands read it the same way.
+"""
+
+import copy
+import os
+import tomllib
+
+import phonenumbers
+from limits import parse_many
+
+DEMO_SECRET_KEY = "demo-only-not-secret"
+
+DEFAULTS = {
+    "portal": {
+        "listen": "0.0.0.0:8080",
+        "public_url": "http://192.168.50.1:8080/",
+        "secret_key": "",
+        "database": "sqlite:///callpass.sqlite3",
+        "default_region": "RU",
+        "session_minutes": 240,
+        "verification_minutes": 5,
+        "neighbour_table": "/proc/net/arp",
+        "ratelimit_storage": "memory://",
+        "limit_per_device": "5 per minute; 20 per hour",
+        "limit_per_phone": "3 per 10 minutes; 10 per day",
+        "threads": 8,
+    },
+    "provider": {
+        "base_url": "https://smsc.ru",
+        "fallback_urls": ["https://www2.smsc.ru"],
+        "login": "",
+        "password": "",
+        "apikey": "",
+        "timeout_seconds": 10,
+    },
+    "callback": {
+        "token": "",
+        "signature": "none",
+        "secret": "",
+        "max_age_seconds": 600,
+    },
+    "gateway": {
+        "firewall": "script",
+        "script": "/usr/local/sbin/callpass-fw",
+        "script_timeout_seconds": 10,
+    },
+}
+
+SIGNATURES = ("none", "md5", "sha1")
+FIREWALLS = ("script", "noop")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message lists every problem found."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def defaults():
+    """A fresh copy of the built-in defaults."""
+    return copy.deepcopy(DEFAULTS)
+
+
+def load(path=None, environ=None, overrides=None):
+    """Read the TOML file at path (if any), then apply environment overrides and explicit ones."""
+    config = defaults()
+    problems = []
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                merge(config, tomllib.load(fh), problems, source=str(path))
+        except FileNotFoundError:
+            raise ConfigError([f"config file {path} does not exist"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {path} is not valid TOML: {exc}"]) from None
+    apply_environment(config, os.environ if environ is None else environ, problems)
+    if overrides:
+        merge(config, overrides, problems, source="overrides")
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def merge(config, data, problems, source):
+    """Copy known keys from data into config, converting to the default's type."""
+    for section, values in data.items():
+        if section not in config:
+            # Sections later issues add (venue, admin, …) live in DEFAULTS; unknown ones are typos.
+            problems.append(f"{source}: unknown section [{section}]")
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{source}: [{section}] must be a table")
+            continue
+        for key, value in values.items():
+            if key not in config[section]:
+                problems.append(f"{source}: unknown key {section}.{key}")
+                continue
+            try:
+                config[section][key] = coerce(value, config[section][key])
+            except ValueError as exc:
+                problems.append(f"{source}: {section}.{key}: {exc}")
+
+
+def apply_environment(config, environ, problems):
+    """Apply CALLPASS_<SECTION>_<KEY> variables, e.g. CALLPASS_PROVIDER_APIKEY."""
+    for section, values in config.items():
+        for key in values:
+            name = f"CALLPASS_{section}_{key}".upper()
+            if name in environ:
+                try:
+                    values[key] = coerce_text(environ[name], values[key])
+                except ValueError as exc:
+                    problems.append(f"{name}: {exc}")
+
+
+def coerce(value, default):
+    """Check a TOML value against the type of its default."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be a whole number")
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a list of strings")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def coerce_text(text, default):
+    """Convert an environment variable's text to the type of the default."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be true or false")
+    if isinstance(default, int):
+        try:
+            return coerce(int(text), default)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if isinstance(default, list):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def problems(config, demo=False):
+    """Everything wrong with a loaded config, as messages naming the key. Empty when usable."""
+    found = []
+    portal, provider, callback, gateway = (
+        config["portal"], config["provider"], config["callback"], config["gateway"])
+    host, _, port = portal["listen"].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        found.append("portal.listen must look like 0.0.0.0:8080")
+    if not portal["public_url"].startswith(("http://", "https://")):
+        found.append("portal.public_url must start with http:// or https://")
+    if portal["session_minutes"] < 1:
+        found.append("portal.session_minutes must be at least 1")
+    if not 1 <= portal["verification_minutes"] <= 60:
+        found.append("portal.verification_minutes must be between 1 and 60")
+    if portal["default_region"] not in phonenumbers.SUPPORTED_REGIONS:
+        found.append(f"portal.default_region {portal['default_region']!r} is not a known region code")
+    for key in ("limit_per_device", "limit_per_phone"):
+        try:
+            parse_many(portal[key])
+        except ValueError:
+            found.append(f"portal.{key} must look like \"5 per minute; 20 per hour\"")
+    if callback["signature"] not in SIGNATURES:
+        found.append(f"callback.signature must be one of {', '.join(SIGNATURES)}")
+    if gateway["firewall"] not in FIREWALLS:
+        found.append(f"gateway.firewall must be one of {', '.join(FIREWALLS)}")
+    if not provider["base_url"].startswith(("http://", "https://")):
+        found.append("provider.base_url must start with http:// or https://")
+    if provider["timeout_seconds"] < 1:
+        found.append("provider.timeout_seconds must be at least 1")
+    if demo:
+        return found
+    if len(portal["secret_key"]) < 16 or portal["secret_key"] == DEMO_SECRET_KEY:
+        found.append("portal.secret_key must be set to a long random value (at least 16 characters)")
+    if len(callback["token"]) < 16:
+        found.append("callback.token must be set to a random value of at least 16 characters")
+    elif not callback["token"].replace("-", "").replace("_", "").isalnum():
+        found.append("callback.token may only contain letters, digits, - and _")
+    if callback["signature"] != "none" and not callback["secret"]:
+        found.append(f"callback.secret must be set when callback.signature is {callback['signature']}")
+    if not provider["apikey"] and not (provider["login"] and provider["password"]):
+        found.append("provider.login and provider.password (or provider.apikey) must be set")
+    return found
+
+
+def public_view(config):
+    """The config with secrets masked, for logs and the admin page."""
+    shown = copy.deepcopy(config)
+    for section, key in (("portal", "secret_key"), ("provider", "password"),
+                         ("provider", "apikey"), ("callback", "token"), ("callback", "secret")):
+        if shown[section][key]:
+            shown[section][key] = "********"
+    return shown

@@ -1,0 +1,221 @@
+"""The gateway firewall, seen from Python: a narrow verb API over deploy/callpass-fw.
+
+`ScriptFirewall` runs the script with an argument list (never a shell) and checks every argument
+here first, as the script does again; `NoopFirewall` keeps the same bookkeeping in memory for demo
+mode and tests. Bad input raises ValueError before anything runs; a failing or hanging script
+raises FirewallError.
+"""
+
+import ipaddress
+import json
+import math
+import re
+import subprocess
+import threading
+import time
+
+MAX_SECONDS = 31 * 24 * 3600  # the script's cap on an allow's duration
+_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.IGNORECASE)
+_IFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+class FirewallError(Exception):
+    """The firewall script failed, timed out or could not be run; the message says why."""
+
+
+def normalise_mac(mac: str) -> str:
+    """"AA-BB-CC-DD-EE-FF" or "aa:bb:cc:dd:ee:ff" -> "aa:bb:cc:dd:ee:ff"; ValueError otherwise."""
+    if not isinstance(mac, str) or not _MAC.fullmatch(mac):
+        raise ValueError(f"not a MAC address (six hex pairs): {mac!r}")
+    return mac.lower().replace("-", ":")
+
+
+def _check_seconds(seconds):
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be a whole number from 1 to {MAX_SECONDS}: {seconds!r}")
+    return seconds
+
+
+def _check_up(lan, portal_port, portal_ip):
+    """The script's arguments for `up`, checked."""
+    if not isinstance(lan, str) or not _IFACE.fullmatch(lan):
+        raise ValueError(f"not an interface name: {lan!r}")
+    if isinstance(portal_port, bool) or not isinstance(portal_port, int) or \
+            not 1 <= portal_port <= 65535:
+        raise ValueError(f"portal port must be 1-65535: {portal_port!r}")
+    argv = ["up", "--lan", lan, "--portal-port", str(portal_port)]
+    if portal_ip is not None:
+        if not isinstance(portal_ip, str) or "%" in portal_ip:
+            raise ValueError(f"not an IP address: {portal_ip!r}")
+        argv += ["--portal-ip", str(ipaddress.ip_address(portal_ip))]
+    return argv
+
+
+def _check_garden(action, cidr):
+    """The script's arguments for `garden`, checked; the network is passed in canonical form."""
+    if action not in ("add", "del"):
+        raise ValueError(f"garden action must be add or del: {action!r}")
+    if not isinstance(cidr, str) or "%" in cidr:
+        raise ValueError(f"not an IP address or network: {cidr!r}")
+    network = ipaddress.ip_network(cidr, strict=True)  # ValueError on host bits set
+    if network.prefixlen == 0:
+        raise ValueError("a walled garden of everything is not a garden; allow the MAC instead")
+    return ["garden", action, network.with_prefixlen]
+
+
+class ScriptFirewall:
+    """deploy/callpass-fw, run as a subprocess (one at a time)."""
+
+    name = "script"
+
+    def __init__(self, script: str, timeout_seconds: float = 10):
+        self.script = str(script)
+        self.timeout_seconds = timeout_seconds
+        self._lock = threading.Lock()
+
+    def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
+        """Create or update the ruleset (allowed MACs and the walled garden are kept)."""
+        self._run(_check_up(lan, portal_port, portal_ip))
+
+    def allow(self, mac: str, seconds: int | None = None) -> None:
+        """Let mac through, for seconds or until revoked; replaces an earlier allow's time."""
+        argv = ["allow", normalise_mac(mac)]
+        if _check_seconds(seconds) is not None:
+            argv.append(str(seconds))
+        self._run(argv)
+
+    def revoke(self, mac: str) -> None:
+        """Cut mac off at once; fine when it was not allowed."""
+        self._run(["revoke", normalise_mac(mac)])
+
+    def list(self) -> dict[str, int | None]:
+        """Allowed MACs -> seconds left (None: no time limit)."""
+        output = self._run(["list"])
+        try:
+            entries = json.loads(output)
+            return {normalise_mac(entry["mac"]): _seconds_left(entry["seconds_left"])
+                    for entry in entries}
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FirewallError(f"{self.script} list: unreadable answer {output[:200]!r}") from exc
+
+    def garden(self, action: str, cidr: str) -> None:
+        """Add or remove (action "add" | "del") a walled-garden address or network."""
+        self._run(_check_garden(action, cidr))
+
+    def down(self) -> None:
+        """Remove the whole ruleset."""
+        self._run(["down"])
+
+    def is_healthy(self) -> bool:
+        """True when the script answers `list` (it is installed, nft works, `up` was done)."""
+        try:
+            self.list()
+        except FirewallError:
+            return False
+        return True
+
+    def _run(self, argv):
+        """Run the script with argv; its stdout, or FirewallError."""
+        with self._lock:
+            try:
+                result = subprocess.run([self.script, *argv], check=False, capture_output=True,
+                                        text=True, timeout=self.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                raise FirewallError(f"{self.script} {argv[0]}: no answer within "
+                                    f"{self.timeout_seconds} s") from None
+            except OSError as exc:
+                raise FirewallError(f"{self.script} {argv[0]}: cannot run: {exc}") from None
+        if result.returncode != 0:
+            message = result.stderr.strip() or f"exit status {result.returncode}"
+            raise FirewallError(f"{self.script} {argv[0]}: {message}")
+        return result.stdout
+
+
+def _seconds_left(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"bad seconds_left {value!r}")
+    return value
+
+
+class NoopFirewall:
+    """Changes nothing on the machine; remembers allowed MACs and records every verb in `calls`.
+
+    `calls` holds tuples such as ("up", lan, port, portal_ip), ("allow", mac, seconds),
+    ("revoke", mac), ("list",), ("garden", action, cidr), ("down",); MACs normalised.
+    is_healthy() is not a verb and is not recorded.
+    """
+
+    name = "noop"
+
+    def __init__(self):
+        self.calls = []
+        self._expiry = {}  # mac -> time.monotonic() deadline, or None
+        self._garden = set()
+        self._lock = threading.Lock()
+
+    def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
+        """Record the call (arguments checked like the script does)."""
+        _check_up(lan, portal_port, portal_ip)
+        self._record("up", lan, portal_port, portal_ip)
+
+    def allow(self, mac: str, seconds: int | None = None) -> None:
+        """Remember mac as allowed, for seconds or without limit."""
+        mac = normalise_mac(mac)
+        _check_seconds(seconds)
+        with self._lock:
+            self.calls.append(("allow", mac, seconds))
+            self._expiry[mac] = None if seconds is None else time.monotonic() + seconds
+
+    def revoke(self, mac: str) -> None:
+        """Forget mac."""
+        mac = normalise_mac(mac)
+        with self._lock:
+            self.calls.append(("revoke", mac))
+            self._expiry.pop(mac, None)
+
+    def list(self) -> dict[str, int | None]:
+        """Allowed MACs -> seconds left (rounded up, like the script), expired ones dropped."""
+        with self._lock:
+            self.calls.append(("list",))
+            now = time.monotonic()
+            for mac, deadline in list(self._expiry.items()):
+                if deadline is not None and deadline <= now:
+                    del self._expiry[mac]
+            return {mac: None if deadline is None else math.ceil(deadline - now)
+                    for mac, deadline in self._expiry.items()}
+
+    def garden(self, action: str, cidr: str) -> None:
+        """Record a walled-garden change."""
+        network = _check_garden(action, cidr)[2]
+        with self._lock:
+            self.calls.append(("garden", action, cidr))
+            (self._garden.add if action == "add" else self._garden.discard)(network)
+
+    def down(self) -> None:
+        """Forget everything, as deleting the table does."""
+        with self._lock:
+            self.calls.append(("down",))
+            self._expiry.clear()
+            self._garden.clear()
+
+    def is_healthy(self) -> bool:
+        """Always True: there is nothing to fail."""
+        return True
+
+    def _record(self, *call):
+        with self._lock:
+            self.calls.append(call)
+
+
+def from_config(gateway: dict) -> ScriptFirewall | NoopFirewall:
+    """The backend named by config["gateway"]: "script" (with `script`) or "noop"."""
+    kind = gateway.get("firewall", "script")
+    if kind == "noop":
+        return NoopFirewall()
+    if kind == "script":
+        return ScriptFirewall(gateway["script"], gateway.get("script_timeout_seconds", 10))
+    raise ValueError(f"gateway.firewall must be script or noop, not {kind!r}")

@@ -1,0 +1,188 @@
+"""SMSC client: ask for the number a guest must call (wait_call) and read the account balance.
+
+Only fmt=3 (JSON) is used: it is the one answer shape independent integrations agree on.
+Credentials travel as POST form data, never in the query string, so that no URL that may end up
+in a log or an exception message carries them.
+"""
+
+import logging
+from urllib.parse import urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+WAIT_CALL_PATH = "/sys/wait_call.php"
+BALANCE_PATH = "/sys/balance.php"
+
+# Connecting is quick or it is not happening at all; reading may include the provider's own work.
+MAX_CONNECT_SECONDS = 5
+
+DESCRIPTIONS = {
+    1: "the provider rejected the request parameters (is the phone number complete?)",
+    2: "wrong login or password, or this server's IP is not on the account's allow-list",
+    # Error 3 is shared by SMSC's whole API; wait_call's own page does not list it.
+    3: "the provider account has run out of money",
+    4: (
+        "the provider has blocked this server's IP address for about 30 minutes "
+        "(too many wrong logins or repeated requests); fix the credentials and wait"
+    ),
+    9: "too many identical requests to the provider within a minute; wait a minute and try again",
+}
+
+
+class ProviderError(Exception):
+    """Anything that stopped the provider from giving a usable answer."""
+
+
+class ProviderUnavailable(ProviderError):
+    """No host gave a usable answer: connection failure, timeout, HTTP 5xx or a malformed body."""
+
+
+class ProviderRejected(ProviderError):
+    """The provider answered with an error code; asking again will not help."""
+
+    def __init__(self, code: int, text: str):
+        self.code = code
+        self.text = text
+        super().__init__(f"provider error {code}: {text}")
+
+
+def describe(error: BaseException) -> str:
+    """A short English sentence about a provider error, for an operator."""
+    if isinstance(error, ProviderRejected):
+        if error.code in DESCRIPTIONS:
+            return DESCRIPTIONS[error.code]
+        return f"the provider answered error {error.code}: {error.text or 'no description'}"
+    if isinstance(error, ProviderUnavailable):
+        return f"the provider could not be reached: {error}"
+    return f"unexpected error while talking to the provider: {error}"
+
+
+def host_of(url: str) -> str:
+    """The host[:port] of a URL, for messages; never any user:password part."""
+    parts = urlsplit(url)
+    if parts.port:
+        return f"{parts.hostname}:{parts.port}"
+    return parts.hostname or url
+
+
+def digits_of(text: str) -> str:
+    """Only the digits of a phone number, whatever its formatting."""
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+class Malformed(Exception):
+    """An answer that is neither a result nor a provider error; internal to this module."""
+
+
+class SmscClient:
+    """Talks to SMSC's HTTP API, trying the main host and then each fallback host."""
+
+    def __init__(
+        self,
+        base_url,
+        fallback_urls=(),
+        login="",
+        password="",
+        apikey="",
+        timeout_seconds=10,
+        session=None,
+    ):
+        self.base_urls = [base_url, *fallback_urls]
+        self.login = login
+        self.password = password
+        self.apikey = apikey
+        self.timeout = (min(MAX_CONNECT_SECONDS, timeout_seconds), timeout_seconds)
+        self.owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+
+    @classmethod
+    def from_config(cls, provider: dict) -> "SmscClient":
+        """Build a client from the [provider] section of the config."""
+        return cls(
+            base_url=provider["base_url"],
+            fallback_urls=tuple(provider.get("fallback_urls", ())),
+            login=provider.get("login", ""),
+            password=provider.get("password", ""),
+            apikey=provider.get("apikey", ""),
+            timeout_seconds=provider.get("timeout_seconds", 10),
+        )
+
+    def close(self):
+        """Close the HTTP session if this client created it."""
+        if self.owns_session:
+            self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def wait_call(self, phone: str) -> str:
+        """Ask for the number the guest must call from phone; returns it in E.164 ("+7…")."""
+        answer = self._call(WAIT_CALL_PATH, {"phone": digits_of(phone)}, "phone")
+        number = digits_of(str(answer))
+        if not number:
+            # Checked here, not per host: a host that answered a result has registered the wait.
+            raise ProviderUnavailable(f"the provider answered a number to call without digits: {answer!r}")
+        return "+" + number
+
+    def balance(self) -> str:
+        """The account balance as the provider writes it, e.g. "250.80"."""
+        return str(self._call(BALANCE_PATH, {}, "balance"))
+
+    def _credentials(self):
+        """Form fields that authenticate the request; an API key wins over login and password."""
+        if self.apikey:
+            return {"apikey": self.apikey}
+        return {"login": self.login, "psw": self.password}
+
+    def _call(self, path, params, field):
+        """POST to path on each host in turn; return the answer's field or raise a ProviderError."""
+        form = {**self._credentials(), **params, "fmt": "3", "charset": "utf-8"}
+        last_cause = "no provider host is configured"
+        for base_url in self.base_urls:
+            url = base_url.rstrip("/") + path
+            host = host_of(base_url)
+            try:
+                response = self.session.post(url, data=form, timeout=self.timeout)
+            except requests.Timeout:
+                last_cause = f"{host} did not answer within {self.timeout[1]} s"
+            except requests.ConnectionError:
+                last_cause = f"could not connect to {host} (connection refused, reset or closed)"
+            except requests.RequestException as exc:
+                # The class name is enough; the exception's text may quote the URL.
+                last_cause = f"request to {host} failed ({type(exc).__name__})"
+            else:
+                try:
+                    return self._read_answer(response, field)
+                except Malformed as exc:
+                    last_cause = f"{host} {exc}"
+            log.warning("provider host failed, trying the next one if any: %s", last_cause)
+        raise ProviderUnavailable(last_cause)
+
+    def _read_answer(self, response, field):
+        """The value of field in a JSON answer; raises ProviderRejected or Malformed."""
+        if response.status_code >= 500:
+            raise Malformed(f"answered HTTP {response.status_code}")
+        if not response.content.strip():
+            raise Malformed(f"gave an empty answer (HTTP {response.status_code})")
+        try:
+            data = response.json()
+        except ValueError:
+            raise Malformed(f"gave an answer that is not JSON (HTTP {response.status_code})") from None
+        if not isinstance(data, dict):
+            raise Malformed("gave a JSON answer that is not an object")
+        if "error_code" in data:
+            try:
+                code = int(data["error_code"])
+            except (TypeError, ValueError):
+                raise Malformed(f"gave an unreadable error code {data['error_code']!r}") from None
+            raise ProviderRejected(code, str(data.get("error", "")))
+        if response.status_code != 200:
+            raise Malformed(f"answered HTTP {response.status_code}")
+        if field not in data or data[field] in (None, ""):
+            raise Malformed(f"gave a JSON answer without {field!r}")
+        return data[field]

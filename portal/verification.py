@@ -1,0 +1,80 @@
+"""Verifications: a guest's phone waiting for its call, and what happens when the call arrives.
+
+States: pending -> confirmed (the provider reported the call in time)
+                -> expired   (the window closed without a call)
+        failed               (the provider refused to give a number to call)
+"""
+
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from . import sessions
+from .provider import ProviderError
+from .storage import utcnow, verification
+
+PENDING, CONFIRMED, EXPIRED, FAILED = "pending", "confirmed", "expired", "failed"
+
+
+def start_verification(engine, provider, phone, mac, ip, minutes):
+    """Ask the provider for a number to call and record a pending verification; returns its row.
+
+    A provider error is recorded as a failed verification and raised again for the view.
+    """
+    now = utcnow()
+    values = dict(token=secrets.token_urlsafe(18), phone=phone, mac=mac, ip=ip,
+                  created_at=now, expires_at=now + timedelta(minutes=minutes))
+    try:
+        call_number = provider.wait_call(phone)
+    except ProviderError as exc:
+        with engine.begin() as conn:
+            conn.execute(verification.insert().values(
+                **values, call_number="", state=FAILED, failure=str(exc)[:500]))
+        raise
+    with engine.begin() as conn:
+        conn.execute(verification.insert().values(**values, call_number=call_number, state=PENDING))
+    return find(engine, values["token"])
+
+
+def find(engine, token):
+    """The verification with this token (its state brought up to date), or None."""
+    expire_overdue(engine)
+    with engine.connect() as conn:
+        return conn.execute(select(verification).where(verification.c.token == token)).first()
+
+
+def expire_overdue(engine):
+    """Mark pending verifications whose window has closed as expired."""
+    with engine.begin() as conn:
+        conn.execute(update(verification)
+                     .where(verification.c.state == PENDING, verification.c.expires_at <= utcnow())
+                     .values(state=EXPIRED))
+
+
+def confirm_call(engine, firewall, phone, session_minutes):
+    """The provider reports a call from phone: confirm its pending verifications, open sessions.
+
+    Returns the confirmed verification rows (empty when nobody with that phone is waiting).
+    """
+    expire_overdue(engine)
+    now = utcnow()
+    with engine.begin() as conn:
+        waiting = conn.execute(select(verification).where(
+            verification.c.phone == phone, verification.c.state == PENDING,
+            verification.c.expires_at > now)).all()
+        if waiting:
+            conn.execute(update(verification)
+                         .where(verification.c.id.in_([row.id for row in waiting]))
+                         .values(state=CONFIRMED, confirmed_at=now))
+    for row in waiting:
+        sessions.grant_access(engine, firewall, row.mac, row.ip, row.phone, session_minutes,
+                              verification_id=row.id)
+    return waiting
+
+
+def seconds_left(row):
+    """Seconds until a pending verification expires (0 once it has)."""
+    if row.state != PENDING:
+        return 0
+    return max(0, int((row.expires_at - utcnow()).total_seconds()))

@@ -1,0 +1,112 @@
+"""The provider's notification: only a genuine, fresh, first notification opens the firewall."""
+
+import json
+import time
+
+from conftest import CALLBACK_TOKEN, notify, signed_fields
+from sqlalchemy import select
+
+from portal import storage
+
+
+def notifications(app):
+    with app.extensions["callpass"].engine.connect() as conn:
+        return conn.execute(select(storage.notification).order_by(storage.notification.c.id)).all()
+
+
+def test_wrong_token_changes_nothing(guest, firewall, app):
+    guest.start("+79161234567")
+    response = notify(guest.client, "79161234567", token="wrong-token-0123456789")
+    assert response.status_code == 403
+    assert guest.status()["state"] == "pending"
+    assert firewall.calls == []
+    assert notifications(app)[-1].reason == "wrong handler token"
+
+
+def test_wrong_checksum_changes_nothing(guest, firewall, app):
+    guest.start("+79161234567")
+    forged = signed_fields("79161234567", secret="guessed")
+    response = guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=forged)
+    assert response.status_code == 403
+    unsigned = dict(forged)
+    del unsigned["md5"]
+    assert guest.client.get(f"/callback/smsc/{CALLBACK_TOKEN}", query_string=unsigned).status_code == 403
+    assert guest.status()["state"] == "pending"
+    assert firewall.calls == []
+    assert [n.reason for n in notifications(app)] == ["missing or wrong md5 checksum"] * 2
+
+
+def test_stale_ts_changes_nothing(guest, firewall, app):
+    guest.start("+79161234567")
+    response = notify(guest.client, "79161234567", ts=int(time.time()) - 3600)
+    assert response.status_code == 403
+    assert guest.status()["state"] == "pending"
+    assert firewall.calls == []
+    assert notifications(app)[-1].verdict == "rejected"
+    assert "away from now" in notifications(app)[-1].reason
+
+
+def test_replay_changes_nothing(guest, firewall, app, make_guest):
+    guest.start("+79161234567")
+    fields = signed_fields("79161234567")
+    assert guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=fields).data == b"OK"
+    assert len(firewall.calls) == 1
+    # The same guest starts again; a replay of the old notification must not confirm it.
+    second = make_guest("10.77.0.12", "02:cc:00:00:00:12")
+    second.start("+79161234567")
+    assert guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=fields).data == b"OK"
+    assert second.status()["state"] == "pending"
+    assert len(firewall.calls) == 1
+    assert notifications(app)[-1].verdict == "replay"
+
+
+def test_get_query_works_like_post(guest, firewall):
+    guest.start("+79161234567")
+    response = guest.client.get(f"/callback/smsc/{CALLBACK_TOKEN}",
+                                query_string=signed_fields("79161234567"))
+    assert response.data == b"OK"
+    assert guest.status()["state"] == "confirmed"
+
+
+def test_unknown_phone_is_recorded_as_unmatched(client, app, firewall):
+    response = notify(client, "79990000000")
+    assert response.status_code == 200 and response.data == b"OK"
+    row = notifications(app)[-1]
+    assert row.verdict == "unmatched" and row.phone == "+79990000000"
+    assert json.loads(row.fields)["phone"] == "79990000000"
+    assert firewall.calls == []
+
+
+def test_garbage_fields_are_refused_cleanly(client, app):
+    for fields in [{"phone": "abc", "ts": "1"}, {"phone": "79161234567", "ts": "soon"},
+                   {"phone": "7" * 500, "ts": "x" * 5000}, {}]:
+        fields = dict(fields, md5="0" * 32)
+        response = client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=fields)
+        assert response.status_code in (400, 403)
+    assert all(n.verdict == "rejected" for n in notifications(app))
+
+
+def test_expired_verification_is_not_confirmed(guest, app, firewall):
+    guest.start("+79161234567")
+    with app.extensions["callpass"].engine.begin() as conn:
+        conn.execute(storage.verification.update().values(expires_at=storage.utcnow()))
+    assert guest.call("79161234567").data == b"OK"
+    assert guest.status()["state"] == "expired"
+    assert firewall.calls == []
+    assert notifications(app)[-1].verdict == "unmatched"
+
+
+def test_simulator_call_reaches_a_live_portal(live_portal, simulator):
+    """The simulator's /sim/call notifies the portal over real HTTP and the guest gets online."""
+    guest = live_portal.guest
+    guest.start("+79161234567")
+    answer = simulator_call(simulator, "79161234567")
+    assert answer["status"] == 200
+    assert guest.status()["state"] == "confirmed"
+
+
+def simulator_call(simulator, digits):
+    import requests
+
+    with requests.Session() as s:
+        return s.post(simulator.url + "/sim/call", data={"phone": digits}, timeout=10).json()

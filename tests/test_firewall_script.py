@@ -1,0 +1,361 @@
+"""deploy/callpass-fw against real nftables: two guests, a gateway and an upstream in namespaces."""
+
+import json
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import netns
+
+pytestmark = pytest.mark.netns
+
+SCRIPT = str(Path(__file__).resolve().parent.parent / "deploy" / "callpass-fw")
+PORTAL_PORT = 2050
+UPSTREAM = "10.78.0.2"
+
+
+@pytest.fixture(scope="module")
+def topo():
+    """The topology with a "portal" on the gateway and web servers on upstream ports 80 and 8000."""
+    if reason := netns.requirements_missing():
+        pytest.skip(reason)
+    with netns.Topology() as topo:
+        with topo.http_server("gateway", PORTAL_PORT, body="portal"), \
+                topo.http_server("upstream", 80, body="upstream", ip=UPSTREAM), \
+                topo.http_server("upstream", 8000, body="upstream 8000", ip=UPSTREAM):
+            yield topo
+
+
+@pytest.fixture
+def fw(topo):
+    """Runs callpass-fw in the gateway; each test starts from a fresh `up` on br-lan."""
+    def fw(*args):
+        return topo.run("gateway", SCRIPT, *args)
+
+    fw("down")
+    started = fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT))
+    assert started.returncode == 0, started.stderr
+    yield fw
+    fw("down")
+
+
+def web(topo, host, url):
+    """What host gets for url: the body, "reset" (refused at once) or "dropped" (no answer)."""
+    done = topo.run(host, "curl", "-sS", "--connect-timeout", "1", "--max-time", "2", url)
+    if done.returncode == 0:
+        return done.stdout
+    if done.returncode == 7:
+        return "reset"
+    if done.returncode == 28:
+        return "dropped"
+    raise AssertionError(f"curl {url} from {host}: {done.returncode} {done.stderr}")
+
+
+def ok(done):
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def allowed(fw):
+    return {entry["mac"]: entry["seconds_left"] for entry in json.loads(ok(fw("list")).stdout)}
+
+
+@contextmanager
+def python(topo, host, code, *args):
+    """A Python program in host's namespace talking over stdin/stdout lines; first line "ready"."""
+    process = topo.popen(host, sys.executable, "-u", "-c", code, *args, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    with process:
+        try:
+            assert process.stdout.readline().strip() == "ready"
+            yield process
+        finally:
+            process.kill()
+            process.wait()
+
+
+def ask(process, line):
+    process.stdin.write(line + "\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip()
+
+
+ECHO_SERVER = """
+import socket, sys, threading
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready")
+def echo(conn):
+    with conn:
+        while data := conn.recv(1024):
+            conn.sendall(data)
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=echo, args=(conn,), daemon=True).start()
+"""
+
+# Reads lines from stdin, sends each over one TCP connection and prints the echo or "timeout".
+ECHO_CLIENT = """
+import socket, sys
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+conn.settimeout(1)
+print("ready")
+for line in sys.stdin:
+    conn.sendall(line.encode())
+    try:
+        print(conn.recv(1024).decode().strip() or "closed")
+    except OSError:
+        print("timeout")
+"""
+
+GATEWAY_SERVICES = """
+import socket, sys, threading
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind((sys.argv[1], 53))
+tcp = [socket.create_server((sys.argv[1], port)) for port in (53, 2222)]
+def answer_udp():
+    while True:
+        data, peer = udp.recvfrom(512)
+        udp.sendto(b"dns:" + data, peer)
+def accept(server):
+    while True:
+        server.accept()[0].close()
+threading.Thread(target=answer_udp, daemon=True).start()
+for server in tcp:
+    threading.Thread(target=accept, args=(server,), daemon=True).start()
+print("ready")
+sys.stdin.readline()
+"""
+
+GATEWAY_PROBE = """
+import json, socket, sys
+gateway = sys.argv[1]
+found = {}
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(1)
+udp.sendto(b"query", (gateway, 53))
+try:
+    found["udp 53"] = udp.recv(512).decode()
+except OSError:
+    found["udp 53"] = "dropped"
+for port in (53, 2222):
+    try:
+        socket.create_connection((gateway, port), timeout=1).close()
+        found[f"tcp {port}"] = "open"
+    except OSError:
+        found[f"tcp {port}"] = "dropped"
+print("ready")
+print(json.dumps(found))
+"""
+
+
+def test_unverified_guest_gets_the_portal_for_web_a_reset_for_https_and_nothing_else(topo, fw):
+    assert web(topo, "guest1", f"http://{UPSTREAM}/generate_204") == "portal"
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "dropped"
+    assert web(topo, "guest1", f"http://{topo.gateway.ip}:{PORTAL_PORT}/") == "portal"
+
+    started = time.monotonic()
+    assert web(topo, "guest1", f"https://{UPSTREAM}/") == "reset"
+    assert time.monotonic() - started < 0.9
+
+
+def test_gateway_neighbour_table_has_the_guest_mac_once_it_talked(topo, fw):
+    web(topo, "guest2", f"http://{topo.gateway.ip}:{PORTAL_PORT}/")
+    assert topo.neighbours()[topo.guest2.ip] == topo.guest2.mac
+
+
+def test_dns_to_the_gateway_is_open_other_gateway_ports_are_not(topo, fw):
+    with python(topo, "gateway", GATEWAY_SERVICES, topo.gateway.ip):
+        with python(topo, "guest1", GATEWAY_PROBE, topo.gateway.ip) as probe:
+            found = json.loads(probe.stdout.readline())
+    assert found == {"udp 53": "dns:query", "tcp 53": "open", "tcp 2222": "dropped"}
+
+
+def test_allow_lets_only_that_guest_through_and_revoke_cuts_it_off(topo, fw):
+    ok(fw("allow", topo.guest1.mac))
+    assert web(topo, "guest1", f"http://{UPSTREAM}/") == "upstream"
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+    assert web(topo, "guest2", f"http://{UPSTREAM}/") == "portal"
+
+    ok(fw("revoke", topo.guest1.mac))
+    assert web(topo, "guest1", f"http://{UPSTREAM}/") == "portal"
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "dropped"
+    ok(fw("revoke", topo.guest1.mac))  # absent: still fine
+
+
+def test_revoke_cuts_an_open_connection_at_once(topo, fw):
+    ok(fw("allow", topo.guest1.mac.upper().replace(":", "-")))
+    with python(topo, "upstream", ECHO_SERVER, UPSTREAM, "9000"):
+        with python(topo, "guest1", ECHO_CLIENT, UPSTREAM, "9000") as client:
+            assert ask(client, "before") == "before"
+            ok(fw("revoke", topo.guest1.mac))
+            assert ask(client, "after") == "timeout"
+
+
+def test_allow_with_seconds_expires_in_the_kernel(topo, fw):
+    ok(fw("allow", topo.guest1.mac, "2"))
+    assert allowed(fw)[topo.guest1.mac] in (1, 2)
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+    time.sleep(2.5)
+    assert allowed(fw) == {}
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "dropped"
+
+
+def test_list_shows_seconds_left_and_allow_again_replaces_the_time(topo, fw):
+    assert ok(fw("list")).stdout.strip() == "[]"
+    ok(fw("allow", topo.guest1.mac, "100"))
+    ok(fw("allow", topo.guest2.mac))
+    ok(fw("allow", "AA:BB:CC:DD:EE:FF", "90061"))  # 1d1h1m1s
+    assert allowed(fw) == {topo.guest1.mac: 100, topo.guest2.mac: None, "aa:bb:cc:dd:ee:ff": 90061}
+
+    ok(fw("allow", topo.guest1.mac, "5000"))
+    assert allowed(fw)[topo.guest1.mac] in (4999, 5000)
+    ok(fw("allow", topo.guest1.mac))
+    assert allowed(fw)[topo.guest1.mac] is None
+    ok(fw("allow", topo.guest1.mac, "60"))
+    assert allowed(fw)[topo.guest1.mac] in (59, 60)
+
+
+def test_walled_garden_lets_unverified_guests_reach_it(topo, fw):
+    ok(fw("garden", "add", UPSTREAM))
+    assert web(topo, "guest2", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+    assert web(topo, "guest2", f"http://{UPSTREAM}/") == "upstream"  # not redirected
+
+    ok(fw("garden", "del", UPSTREAM))
+    assert web(topo, "guest2", f"http://{UPSTREAM}:8000/") == "dropped"
+    assert web(topo, "guest2", f"http://{UPSTREAM}/") == "portal"
+    ok(fw("garden", "del", UPSTREAM))  # absent: still fine
+    ok(fw("garden", "del", "10.78.0.0/24"))
+
+
+@pytest.mark.parametrize("cidr", ["10.78.0.0/24", "192.168.0.0/16", "8.8.8.8/32", "2001:db8::/32",
+                                  "2001:DB8:0:0:0:0:0:1", "fe80::1", "::ffff:10.0.0.0/104",
+                                  "1:2:3:4:5:6:7::", "::"])
+def test_garden_accepts_ipv4_and_ipv6(topo, fw, cidr):
+    ok(fw("garden", "add", cidr))
+    ok(fw("garden", "add", cidr))
+    listing = ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout
+    assert "elements = {" in listing
+    ok(fw("garden", "del", cidr))
+    listing = ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout
+    assert "elements = {" not in listing
+
+
+def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
+    ok(fw("allow", topo.guest1.mac))
+    ok(fw("garden", "add", "192.0.2.0/24"))
+    before = ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout
+    ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT)))
+    assert ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout == before
+
+    ok(fw("up", "--lan", topo.lan_iface, "--portal-port", "2051"))
+    changed = ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout
+    assert "redirect to :2051" in changed and "redirect to :2050" not in changed
+    assert allowed(fw) == {topo.guest1.mac: None}
+    assert "192.0.2.0/24" in changed
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+
+
+def test_portal_ip_sends_web_there_with_dnat(topo, fw):
+    ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT),
+          "--portal-ip", topo.gateway.ip))
+    assert web(topo, "guest2", f"http://{UPSTREAM}/") == "portal"
+    assert web(topo, "guest2", f"http://{UPSTREAM}:8000/") == "dropped"
+
+
+MAC = "02:cc:00:00:00:11"
+BAD_ARGUMENTS = [
+    ("allow", "zz:bb:cc:dd:ee:ff"),
+    ("allow", "aa:bb:cc:dd:ee"),
+    ("allow", "aa:bb:cc:dd:ee:ff:00"),
+    ("allow", "aa:bb:cc:dd:ee:f"),
+    ("allow", "aa:bb-cc:dd:ee:ff"),
+    ("allow", "aabb.ccdd.eeff"),
+    ("allow", "; rm -rf /"),
+    ("allow", "$(id)"),
+    ("allow", MAC + "\n"),
+    ("allow", MAC + " }"),
+    ("allow", ""),
+    ("allow",),
+    ("allow", MAC, "0"),
+    ("allow", MAC, "-5"),
+    ("allow", MAC, "1.5"),
+    ("allow", MAC, "010"),
+    ("allow", MAC, "ten"),
+    ("allow", MAC, "2678401"),
+    ("allow", MAC, "99999999999999999999"),
+    ("allow", MAC, "60", "extra"),
+    ("revoke", "$(id)"),
+    ("revoke",),
+    ("up", "--lan", "br lan", "--portal-port", "2050"),
+    ("up", "--lan", "br-lan;id", "--portal-port", "2050"),
+    ("up", "--lan", "a-very-long-name", "--portal-port", "2050"),
+    ("up", "--lan", "", "--portal-port", "2050"),
+    ("up", "--lan", "br-lan", "--portal-port", "0"),
+    ("up", "--lan", "br-lan", "--portal-port", "65536"),
+    ("up", "--lan", "br-lan", "--portal-port", "80x"),
+    ("up", "--lan", "br-lan"),
+    ("up", "--portal-port", "2050"),
+    ("up", "--lan", "br-lan", "--portal-port", "2050", "--portal-ip", "10.77.0.256"),
+    ("up", "--lan", "br-lan", "--portal-port", "2050", "--portal-ip", "10.77.0.1/24"),
+    ("up", "--lan", "br-lan", "--portal-port", "2050", "--portal-ip", "portal.example"),
+    ("up", "--lan", "br-lan", "--portal-port", "2050", "--bogus"),
+    ("up", "--lan", "br-lan", "--portal-port"),
+    ("garden", "add", "10.0.0.0/33"),
+    ("garden", "add", "10.0.0.1/24"),
+    ("garden", "add", "10.0.0.0/"),
+    ("garden", "add", "10.0.0.0/024"),
+    ("garden", "add", "0.0.0.0/0"),
+    ("garden", "add", "300.1.1.1"),
+    ("garden", "add", "01.2.3.4"),
+    ("garden", "add", "1.2.3"),
+    ("garden", "add", "1:2:3:4:5:6:7:8:9"),
+    ("garden", "add", "1:2:3:4:5:6:7"),
+    ("garden", "add", "2001:db8::1/32"),
+    ("garden", "add", "2001:db8::/129"),
+    ("garden", "add", "fe80::1%eth0"),
+    ("garden", "add", "::1::"),
+    ("garden", "add", "12345::"),
+    ("garden", "add", "example.com"),
+    ("garden", "add", "10.0.0.0/8 }"),
+    ("garden", "flip", "10.0.0.0/8"),
+    ("garden", "add"),
+    ("list", "extra"),
+    ("down", "now"),
+    ("frobnicate",),
+    (),
+]
+
+
+def test_bad_arguments_exit_2_and_change_nothing(topo, fw):
+    ok(fw("allow", topo.guest2.mac))
+    before = ok(topo.run("gateway", "nft", "list", "ruleset")).stdout
+    for args in BAD_ARGUMENTS:
+        done = fw(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.strip(), args
+    assert ok(topo.run("gateway", "nft", "list", "ruleset")).stdout == before
+
+
+def test_verbs_other_than_up_need_the_table(topo, fw):
+    ok(fw("down"))
+    for args in (("allow", MAC), ("revoke", MAC), ("list",), ("garden", "add", "10.0.0.0/8")):
+        done = fw(*args)
+        assert done.returncode == 1, args
+        assert "run callpass-fw up first" in done.stderr
+
+
+def test_down_removes_the_table_and_is_idempotent(topo, fw):
+    ok(fw("down"))
+    assert "callpass" not in ok(topo.run("gateway", "nft", "list", "tables")).stdout
+    ok(fw("down"))
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+
+
+def test_help(topo):
+    done = topo.run("gateway", SCRIPT, "--help")
+    assert done.returncode == 0
+    assert "up --lan IFACE --portal-port PORT" in done.stdout

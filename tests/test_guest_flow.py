@@ -1,0 +1,86 @@
+"""The guest's path through the portal with the real simulator as provider and a recording firewall."""
+
+from conftest import GUEST_MAC
+
+from portal import storage
+from sqlalchemy import select
+
+
+def test_phone_form_is_the_landing_page(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b'name="phone"' in page.data
+
+
+def test_guest_gets_a_number_calls_it_and_is_online(guest, firewall, simulator):
+    started = guest.start("8 (916) 123-45-67")
+    assert started.status_code == 303
+    assert started.headers["Location"].startswith("/wait/")
+
+    status = guest.status()
+    assert status["state"] == "pending"
+    assert status["call_number"].startswith("+7")
+    assert 0 < status["expires_in"] <= 300
+
+    wait_page = guest.client.get(f"/wait/{guest.token}")
+    assert b"tel:" + status["call_number"].encode() in wait_page.data
+    assert firewall.calls == []
+
+    assert guest.call("79161234567").data == b"OK"
+    assert guest.status()["state"] == "confirmed"
+    assert ("allow", GUEST_MAC, 240 * 60) in firewall.calls
+    assert b"You are online" in guest.client.get(f"/wait/{guest.token}").data
+    assert b"You are online" in guest.client.get("/").data
+
+
+def test_invalid_numbers_get_a_clear_message_and_reach_nothing(guest, firewall, app):
+    for typed in ["", "12", "hello", "+7 916 123", "<script>alert(1)</script>", "9" * 60,
+                  "+1 555 0100 000000"]:
+        page = guest.start(typed)
+        assert page.status_code == 400, typed
+        assert b'class="error"' in page.data
+        assert b"<script>alert" not in page.data
+    with app.extensions["callpass"].engine.connect() as conn:
+        assert conn.execute(select(storage.verification)).all() == []
+    assert firewall.calls == []
+
+
+def test_device_not_on_the_lan_is_told_so(make_guest, app):
+    stranger = make_guest("192.0.2.10", None)
+    page = stranger.start("+79161234567")
+    assert page.status_code == 403
+    assert b"Connect to the Wi-Fi first" in page.data
+
+
+def test_provider_errors_become_messages_not_500(guest, simulator):
+    cases = [(2, 503, b"tell the staff"), (4, 503, b"few minutes"),
+             (9, 503, b"wait a minute"), (1, 400, b"did not accept")]
+    for i, (code, status, words) in enumerate(cases):
+        simulator.state.set_knobs(error_code=code)
+        page = guest.start(f"+7916123450{i}")
+        assert page.status_code == status, code
+        assert words in page.data
+    simulator.state.reset()
+    simulator.state.set_knobs(http_500=True)
+    page = guest.start("+79161234599")
+    assert page.status_code == 503
+    assert b"not answering" in page.data
+
+
+def test_starting_verifications_is_rate_limited_per_phone(make_guest):
+    devices = [make_guest(f"10.77.0.{20 + i}", f"02:cc:00:00:01:{i:02x}") for i in range(4)]
+    codes = [d.start("+79161234567").status_code for d in devices]
+    assert codes == [303, 303, 303, 429]
+    assert "Too many attempts" in devices[3].start("+79161234567").get_data(as_text=True)
+
+
+def test_starting_verifications_is_rate_limited_per_device(guest):
+    codes = [guest.start(f"+7916123456{i}").status_code for i in range(6)]
+    assert codes[:5] == [303] * 5
+    assert codes[5] == 429
+
+
+def test_unknown_token_is_404(client):
+    assert client.get("/wait/nope").status_code == 404
+    response = client.get("/api/verifications/nope")
+    assert response.status_code == 404 and response.is_json
