@@ -66,11 +66,13 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     )
     limiter.init_app(app)
 
-    from . import callback, captive, errors, guest, health
+    from . import admin, callback, captive, errors, guest, health, i18n
+    i18n.init_app(app)
     app.register_blueprint(captive.bp)
     app.register_blueprint(guest.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
     errors.register(app)
     logging.getLogger("portal").setLevel(logging.INFO)
     return app

@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, request
 from sqlalchemy import select
 
-from . import phone, services, verification
+from . import phone, services, settings, verification
 from .storage import notification, utcnow
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def smsc(token):
         return ok()
 
     confirmed = verification.confirm_call(svc.engine, svc.firewall, caller,
-                                          svc.config["portal"]["session_minutes"])
+                                          settings.current()["portal"]["session_minutes"])
     if confirmed:
         save(record, "accepted", f"confirmed {len(confirmed)} verification(s)")
     else:

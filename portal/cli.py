@@ -143,6 +143,11 @@ def simulator(host, port, callback_url, secret, login, password, apikey):
                            login=login, password=password, apikey=apikey)
 
 
+from .admin_cli import admin_group  # noqa: E402  (commands of the admin issue live there)
+
+main.add_command(admin_group)
+
+
 def run_waitress(app, host, port, threads):
     """Serve app with waitress, the production WSGI server (pure Python, runs on small routers)."""
     import waitress

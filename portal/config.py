@@ -5,6 +5,7 @@ dict (section -> key -> value) so views and commands read it the same way.
 """
 
 import copy
+import ipaddress
 import os
 import tomllib
 
@@ -27,6 +28,18 @@ DEFAULTS = {
         "limit_per_device": "5 per minute; 20 per hour",
         "limit_per_phone": "3 per 10 minutes; 10 per day",
         "threads": 8,
+        "remember_days": 0,
+        "devices_per_phone": 3,
+    },
+    "venue": {
+        "name": "Free Wi-Fi",
+        "logo": "",
+        "welcome": "",
+        "terms_text": "",
+        "terms_url": "",
+        "require_terms": False,
+        "languages": ["ru", "uk", "en"],
+        "default_language": "ru",
     },
     "provider": {
         "base_url": "https://smsc.ru",
@@ -47,9 +60,15 @@ DEFAULTS = {
         "script": "/usr/local/sbin/callpass-fw",
         "script_timeout_seconds": 10,
     },
+    "admin": {
+        "allow_from": ["127.0.0.0/8", "::1/128"],
+        "retention_days": 183,
+        "login_limit": "5 per 15 minutes",
+    },
 }
 
 SIGNATURES = ("none", "md5", "sha1")
+LANGUAGES = ("ru", "uk", "en")
 FIREWALLS = ("script", "noop")
 
 
@@ -179,6 +198,18 @@ def problems(config, demo=False):
             parse_many(portal[key])
         except ValueError:
             found.append(f"portal.{key} must look like \"5 per minute; 20 per hour\"")
+    for lang in config["venue"]["languages"] + [config["venue"]["default_language"]]:
+        if lang not in LANGUAGES:
+            found.append(f"venue.languages: {lang!r} is not one of {', '.join(LANGUAGES)}")
+    if config["venue"]["default_language"] not in config["venue"]["languages"]:
+        found.append("venue.default_language must be one of venue.languages")
+    for network in config["admin"]["allow_from"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            found.append(f"admin.allow_from: {network!r} is not an address or network")
+    if config["admin"]["retention_days"] < 1:
+        found.append("admin.retention_days must be at least 1")
     if callback["signature"] not in SIGNATURES:
         found.append(f"callback.signature must be one of {', '.join(SIGNATURES)}")
     if gateway["firewall"] not in FIREWALLS:

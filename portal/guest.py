@@ -5,7 +5,7 @@ import logging
 import requests
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
 
-from . import neighbours, phone, services, sessions, verification
+from . import neighbours, phone, services, sessions, settings, verification
 from .extensions import limiter, portal_setting
 from .provider import ProviderRejected, ProviderUnavailable
 
@@ -27,7 +27,7 @@ def phone_key():
     """Rate-limit key of the phone number being verified, normalised so formatting cannot dodge it."""
     typed = request.form.get("phone", "")
     try:
-        return "phone:" + phone.normalise(typed, services().config["portal"]["default_region"])
+        return "phone:" + phone.normalise(typed, settings.current()["portal"]["default_region"])
     except phone.InvalidPhone:
         return "phone-invalid:" + "".join(ch for ch in typed if ch.isdigit())[:20]
 
@@ -66,9 +66,10 @@ def reached_provider(response):
 def start():
     """Start a verification: validate, identify the device, ask the provider, go to the wait page."""
     svc = services()
+    effective = settings.current()
     typed = request.form.get("phone", "")
     try:
-        number = phone.normalise(typed, svc.config["portal"]["default_region"])
+        number = phone.normalise(typed, effective["portal"]["default_region"])
     except phone.InvalidPhone as exc:
         return render_template("index.html", phone=typed[:40], error=str(exc)), 400
     ip, mac = client_identity()
@@ -76,8 +77,8 @@ def start():
         return render_template("not_on_lan.html", ip=ip), 403
     try:
         row = verification.start_verification(
-            svc.engine, svc.provider, number, mac, ip,
-            svc.config["portal"]["verification_minutes"])
+            svc.engine, settings.provider(), number, mac, ip,
+            effective["portal"]["verification_minutes"])
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
         status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))

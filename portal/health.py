@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
-from . import services
+from . import services, settings
 from .provider import ProviderError, ProviderRejected
 
 bp = Blueprint("health", __name__)
@@ -22,7 +22,7 @@ def provider_status(svc):
         if cached and time.monotonic() - cached[0] < PROVIDER_CHECK_SECONDS:
             return cached[1]
         try:
-            answer = {"ok": True, "balance": svc.provider.balance()}
+            answer = {"ok": True, "balance": settings.provider().balance()}
         except ProviderRejected as exc:
             answer = {"ok": False, "error": f"provider error {exc.code}: {exc.text}"}
         except ProviderError as exc:

@@ -7,7 +7,8 @@ by `serve`, `demo`, `fw-sync` and the tests — never at import or in the app fa
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table,
+from sqlalchemy import (Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Table,
                         Text, create_engine, event, inspect, select)
 from sqlalchemy.types import TypeDecorator
 
@@ -83,6 +84,42 @@ notification = Table(
     Column("verdict", String(20), nullable=False),  # accepted | unmatched | rejected | replay
     Column("reason", Text, nullable=False),
     Index("ix_notification_phone_ts", "phone", "ts"),
+)
+
+
+setting = Table(
+    "setting", metadata,
+    Column("key", String(64), primary_key=True),     # "section.key", e.g. "venue.name"
+    Column("value", Text, nullable=False),            # JSON
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)
+
+asset = Table(
+    "asset", metadata,
+    Column("name", String(32), primary_key=True),     # "logo"
+    Column("content_type", String(32), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+admin_user = Table(
+    "admin_user", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("admin", String(64), nullable=False),
+    Column("remote_addr", String(45), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_at", "at"),
 )
 
 

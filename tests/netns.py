@@ -110,6 +110,9 @@ class Namespace:
         self._processes = []
         _ip("netns", "add", self.name)
         _ip("-n", self.name, "link", "set", "lo", "up")
+        # No duplicate address detection: IPv6 link-local addresses are usable at once.
+        self.run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                 "net.ipv6.conf.default.accept_dad=0")
 
     def argv(self, *argv):
         """The argument list that runs argv inside this namespace."""
@@ -255,9 +258,18 @@ class Topology:
                 table[fields[0]] = fields[3]
         return table
 
+    def link_local(self, host):
+        """host's IPv6 link-local address on its topology interface (no zone)."""
+        host = self.hosts[host] if isinstance(host, str) else host
+        text = self.run(host, "ip", "-6", "-o", "addr", "show", "dev", host.iface, "scope", "link",
+                        check=True).stdout
+        return text.split()[3].split("/")[0]
+
     @contextmanager
     def http_server(self, host, port, body="ok", ip="0.0.0.0"):
         """A small HTTP server in host's namespace answering every GET/POST with 200 and body.
+
+        ip may be IPv6 ("::" listens on IPv6 only, leaving IPv4 to another server on the port).
 
         Yields once it is listening; stopped on exit.
         """
@@ -290,6 +302,7 @@ class Topology:
 
 
 _HTTP_SERVER = """
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -309,7 +322,15 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-server = ThreadingHTTPServer((ip, port), Handler)
+class Server(ThreadingHTTPServer):
+    if ":" in ip:
+        address_family = socket.AF_INET6
+
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            super().server_bind()
+
+server = Server((ip, port), Handler)
 print("ready", flush=True)
 server.serve_forever()
 """

@@ -167,6 +167,12 @@ def test_gateway_neighbour_table_has_the_guest_mac_once_it_talked(topo, fw):
     assert topo.neighbours()[topo.guest2.ip] == topo.guest2.mac
 
 
+def test_ipv6_neighbour_discovery_keeps_working(topo, fw):
+    address = topo.link_local("gateway")
+    with topo.http_server("gateway", PORTAL_PORT, body="portal over IPv6", ip="::"):
+        assert web(topo, "guest1", f"http://[{address}%25eth0]:{PORTAL_PORT}/") == "portal over IPv6"
+
+
 def test_dns_to_the_gateway_is_open_other_gateway_ports_are_not(topo, fw):
     with python(topo, "gateway", GATEWAY_SERVICES, topo.gateway.ip):
         with python(topo, "guest1", GATEWAY_PROBE, topo.gateway.ip) as probe:

@@ -1,0 +1,8 @@
+"""`callpass admin …` and `callpass purge` (placeholder: filled in by the admin issue)."""
+
+import click
+
+
+@click.group("admin")
+def admin_group():
+    """Venue admin accounts."""
