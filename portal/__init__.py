@@ -72,7 +72,7 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     app.register_blueprint(guest.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(admin.bp)
+    admin.init_app(app)
     errors.register(app)
     logging.getLogger("portal").setLevel(logging.INFO)
     return app

@@ -3,3 +3,8 @@
 from flask import Blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def init_app(app):
+    """Register the admin pages (and, later, their CSRF protection) on app."""
+    app.register_blueprint(bp)

@@ -57,8 +57,9 @@ def smsc(token):
         save(record, "replay", "the same phone and ts were already accepted")
         return ok()
 
+    portal = settings.current()["portal"]
     confirmed = verification.confirm_call(svc.engine, svc.firewall, caller,
-                                          settings.current()["portal"]["session_minutes"])
+                                          portal["session_minutes"], portal["devices_per_phone"])
     if confirmed:
         save(record, "accepted", f"confirmed {len(confirmed)} verification(s)")
     else:

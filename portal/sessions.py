@@ -36,6 +36,22 @@ def grant_access(engine, firewall, mac, ip, phone, minutes, verification_id=None
     return session_id
 
 
+def limit_devices(engine, firewall, phone, devices):
+    """End the oldest open sessions of phone beyond `devices` (0 = no limit)."""
+    if devices < 1:
+        return 0
+    now = utcnow()
+    with engine.connect() as conn:
+        open_ids = conn.execute(
+            select(access_session.c.id)
+            .where(access_session.c.phone == phone, access_session.c.ended_at.is_(None),
+                   access_session.c.ends_at > now)
+            .order_by(access_session.c.started_at.desc(), access_session.c.id.desc())).scalars().all()
+    for session_id in open_ids[devices:]:
+        end_session(engine, firewall, session_id, "device-limit")
+    return max(0, len(open_ids) - devices)
+
+
 def end_session(engine, firewall, session_id, reason):
     """End an open session now and revoke its MAC (a MAC has at most one open session)."""
     now = utcnow()

@@ -52,7 +52,7 @@ def expire_overdue(engine):
                      .values(state=EXPIRED))
 
 
-def confirm_call(engine, firewall, phone, session_minutes):
+def confirm_call(engine, firewall, phone, session_minutes, devices_per_phone=3):
     """The provider reports a call from phone: confirm its pending verifications, open sessions.
 
     Returns the confirmed verification rows (empty when nobody with that phone is waiting).
@@ -70,6 +70,8 @@ def confirm_call(engine, firewall, phone, session_minutes):
     for row in waiting:
         sessions.grant_access(engine, firewall, row.mac, row.ip, row.phone, session_minutes,
                               verification_id=row.id)
+    if waiting:
+        sessions.limit_devices(engine, firewall, phone, devices_per_phone)
     return waiting
 
 

@@ -12,6 +12,8 @@ from portal import create_app, storage
 from portal.firewall import NoopFirewall
 from portal.simulator import SimulatorServer
 
+from browser import browser, phone_page  # noqa: F401  (fixtures for every test module)
+
 CALLBACK_TOKEN = "test-callback-token-0123456789"
 CALLBACK_SECRET = "test-checksum-secret"
 GUEST_IP = "10.77.0.11"
@@ -68,6 +70,7 @@ def cfg(tmp_path, simulator, neighbour_table):
                      "password": "pw", "timeout_seconds": 3},
         "callback": {"token": CALLBACK_TOKEN, "signature": "md5", "secret": CALLBACK_SECRET},
         "gateway": {"firewall": "noop"},
+        "venue": {"default_language": "en"},
     })
 
 

@@ -50,9 +50,16 @@ LAN_PREFIX = 24
 LAN_IFACE = "br-lan"
 
 
+class SetupError(RuntimeError):
+    """An `ip` command building or removing the topology failed; the message has its stderr."""
+
+
 def _ip(*argv, check=True):
-    """Run `ip` in the root namespace; CalledProcessError carries its message."""
-    return subprocess.run(["ip", *argv], check=check, capture_output=True, text=True, timeout=30)
+    """Run `ip` in the root namespace; SetupError with ip's message when check and it fails."""
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise SetupError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
+    return done
 
 
 def _list_namespaces():
@@ -94,9 +101,8 @@ def requirements_missing():
             done = probe.run("nft", "list", "ruleset")
             if done.returncode != 0:
                 return f"nftables does not work in a namespace: {done.stderr.strip()}"
-    except (subprocess.CalledProcessError, OSError) as exc:
-        detail = getattr(exc, "stderr", "") or exc
-        return f"cannot create a network namespace: {str(detail).strip()}"
+    except (SetupError, OSError) as exc:
+        return f"cannot create a network namespace: {exc}"
     return None
 
 

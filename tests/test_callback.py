@@ -110,3 +110,17 @@ def simulator_call(simulator, digits):
 
     with requests.Session() as s:
         return s.post(simulator.url + "/sim/call", data={"phone": digits}, timeout=10).json()
+
+
+def test_one_phone_keeps_at_most_devices_per_phone_online(app, make_guest, firewall):
+    from portal import sessions, settings
+
+    settings.save(app.extensions["callpass"], {"portal.devices_per_phone": 2}, "test")
+    devices = [make_guest(f"10.77.0.{30 + i}", f"02:cc:00:00:02:{i:02x}") for i in range(3)]
+    for device in devices:
+        assert device.start("+79161234567").status_code == 303
+    devices[0].call("79161234567")
+    live = sessions.live_sessions(app.extensions["callpass"].engine)
+    assert len(live) == 2
+    assert [c for c in firewall.calls if c[0] == "revoke"] == [("revoke", devices[0].mac)] or \
+        len([c for c in firewall.calls if c[0] == "revoke"]) == 1
