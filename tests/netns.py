@@ -115,10 +115,14 @@ class Namespace:
         self.name = f"{PREFIX}-{os.getpid()}-{run_id}-{role}"
         self._processes = []
         _ip("netns", "add", self.name)
-        _ip("-n", self.name, "link", "set", "lo", "up")
-        # No duplicate address detection: IPv6 link-local addresses are usable at once.
-        self.run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-                 "net.ipv6.conf.default.accept_dad=0")
+        try:
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            # No duplicate address detection: IPv6 link-local addresses are usable at once.
+            self.run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                     "net.ipv6.conf.default.accept_dad=0")
+        except BaseException:
+            self.close()
+            raise
 
     def argv(self, *argv):
         """The argument list that runs argv inside this namespace."""

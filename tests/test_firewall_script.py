@@ -11,8 +11,6 @@ import pytest
 
 import netns
 
-pytestmark = pytest.mark.netns
-
 SCRIPT = str(Path(__file__).resolve().parent.parent / "deploy" / "callpass-fw")
 PORTAL_PORT = 2050
 UPSTREAM = "10.78.0.2"
@@ -152,6 +150,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.netns
 def test_unverified_guest_gets_the_portal_for_web_a_reset_for_https_and_nothing_else(topo, fw):
     assert web(topo, "guest1", f"http://{UPSTREAM}/generate_204") == "portal"
     assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "dropped"
@@ -162,17 +161,20 @@ def test_unverified_guest_gets_the_portal_for_web_a_reset_for_https_and_nothing_
     assert time.monotonic() - started < 0.9
 
 
+@pytest.mark.netns
 def test_gateway_neighbour_table_has_the_guest_mac_once_it_talked(topo, fw):
     web(topo, "guest2", f"http://{topo.gateway.ip}:{PORTAL_PORT}/")
     assert topo.neighbours()[topo.guest2.ip] == topo.guest2.mac
 
 
+@pytest.mark.netns
 def test_ipv6_neighbour_discovery_keeps_working(topo, fw):
     address = topo.link_local("gateway")
     with topo.http_server("gateway", PORTAL_PORT, body="portal over IPv6", ip="::"):
         assert web(topo, "guest1", f"http://[{address}%25eth0]:{PORTAL_PORT}/") == "portal over IPv6"
 
 
+@pytest.mark.netns
 def test_dns_to_the_gateway_is_open_other_gateway_ports_are_not(topo, fw):
     with python(topo, "gateway", GATEWAY_SERVICES, topo.gateway.ip):
         with python(topo, "guest1", GATEWAY_PROBE, topo.gateway.ip) as probe:
@@ -180,6 +182,7 @@ def test_dns_to_the_gateway_is_open_other_gateway_ports_are_not(topo, fw):
     assert found == {"udp 53": "dns:query", "tcp 53": "open", "tcp 2222": "dropped"}
 
 
+@pytest.mark.netns
 def test_allow_lets_only_that_guest_through_and_revoke_cuts_it_off(topo, fw):
     ok(fw("allow", topo.guest1.mac))
     assert web(topo, "guest1", f"http://{UPSTREAM}/") == "upstream"
@@ -192,6 +195,7 @@ def test_allow_lets_only_that_guest_through_and_revoke_cuts_it_off(topo, fw):
     ok(fw("revoke", topo.guest1.mac))  # absent: still fine
 
 
+@pytest.mark.netns
 def test_revoke_cuts_an_open_connection_at_once(topo, fw):
     ok(fw("allow", topo.guest1.mac.upper().replace(":", "-")))
     with python(topo, "upstream", ECHO_SERVER, UPSTREAM, "9000"):
@@ -201,6 +205,7 @@ def test_revoke_cuts_an_open_connection_at_once(topo, fw):
             assert ask(client, "after") == "timeout"
 
 
+@pytest.mark.netns
 def test_allow_with_seconds_expires_in_the_kernel(topo, fw):
     ok(fw("allow", topo.guest1.mac, "2"))
     assert allowed(fw)[topo.guest1.mac] in (1, 2)
@@ -210,6 +215,7 @@ def test_allow_with_seconds_expires_in_the_kernel(topo, fw):
     assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "dropped"
 
 
+@pytest.mark.netns
 def test_list_shows_seconds_left_and_allow_again_replaces_the_time(topo, fw):
     assert ok(fw("list")).stdout.strip() == "[]"
     ok(fw("allow", topo.guest1.mac, "100"))
@@ -225,6 +231,7 @@ def test_list_shows_seconds_left_and_allow_again_replaces_the_time(topo, fw):
     assert allowed(fw)[topo.guest1.mac] in (59, 60)
 
 
+@pytest.mark.netns
 def test_walled_garden_lets_unverified_guests_reach_it(topo, fw):
     ok(fw("garden", "add", UPSTREAM))
     assert web(topo, "guest2", f"http://{UPSTREAM}:8000/") == "upstream 8000"
@@ -237,6 +244,7 @@ def test_walled_garden_lets_unverified_guests_reach_it(topo, fw):
     ok(fw("garden", "del", "10.78.0.0/24"))
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("cidr", ["10.78.0.0/24", "192.168.0.0/16", "8.8.8.8/32", "2001:db8::/32",
                                   "2001:DB8:0:0:0:0:0:1", "fe80::1", "::ffff:10.0.0.0/104",
                                   "1:2:3:4:5:6:7::", "::"])
@@ -250,6 +258,7 @@ def test_garden_accepts_ipv4_and_ipv6(topo, fw, cidr):
     assert "elements = {" not in listing
 
 
+@pytest.mark.netns
 def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
     ok(fw("allow", topo.guest1.mac))
     ok(fw("garden", "add", "192.0.2.0/24"))
@@ -265,6 +274,7 @@ def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
     assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
 
 
+@pytest.mark.netns
 def test_portal_ip_sends_web_there_with_dnat(topo, fw):
     ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT),
           "--portal-ip", topo.gateway.ip))
@@ -336,6 +346,7 @@ BAD_ARGUMENTS = [
 ]
 
 
+@pytest.mark.netns
 def test_bad_arguments_exit_2_and_change_nothing(topo, fw):
     ok(fw("allow", topo.guest2.mac))
     before = ok(topo.run("gateway", "nft", "list", "ruleset")).stdout
@@ -346,6 +357,7 @@ def test_bad_arguments_exit_2_and_change_nothing(topo, fw):
     assert ok(topo.run("gateway", "nft", "list", "ruleset")).stdout == before
 
 
+@pytest.mark.netns
 def test_verbs_other_than_up_need_the_table(topo, fw):
     ok(fw("down"))
     for args in (("allow", MAC), ("revoke", MAC), ("list",), ("garden", "add", "10.0.0.0/8")):
@@ -354,6 +366,7 @@ def test_verbs_other_than_up_need_the_table(topo, fw):
         assert "run callpass-fw up first" in done.stderr
 
 
+@pytest.mark.netns
 def test_down_removes_the_table_and_is_idempotent(topo, fw):
     ok(fw("down"))
     assert "callpass" not in ok(topo.run("gateway", "nft", "list", "tables")).stdout
@@ -361,7 +374,72 @@ def test_down_removes_the_table_and_is_idempotent(topo, fw):
     assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
 
 
-def test_help(topo):
-    done = topo.run("gateway", SCRIPT, "--help")
+# Without root: a stand-in `nft` first on PATH shows what the script sends and how it reads answers.
+
+FAKE_NFT = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_NFT_LOG"
+case "$*" in
+    "list tables inet") printf 'table inet callpass\\n' ;;
+    "list set inet callpass allowed") cat "$FAKE_NFT_LISTING" ;;
+    *) cat > /dev/null ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_nft(tmp_path):
+    """Runs callpass-fw with a fake nft; returns run(*args, listing=...) -> CompletedProcess."""
+    (tmp_path / "nft").write_text(FAKE_NFT)
+    (tmp_path / "nft").chmod(0o755)
+    log = tmp_path / "nft.log"
+
+    def run(*args, listing=""):
+        (tmp_path / "listing").write_text(listing)
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE_NFT_LOG": str(log),
+               "FAKE_NFT_LISTING": str(tmp_path / "listing")}
+        return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=10)
+
+    run.log = log
+    return run
+
+
+def test_list_reads_every_duration_nft_prints(fake_nft):
+    listing = """table inet callpass {
+	set allowed {
+		type ether_addr
+		flags timeout
+		elements = { 02:00:00:00:00:01 timeout 1d expires 1d,
+			     02:00:00:00:00:02 timeout 1h2m3s expires 1h2m2s500ms,
+			     02:00:00:00:00:03,
+			     02:00:00:00:00:04 timeout 1s expires 120ms,
+			     02:00:00:00:00:05 timeout 2d expires 1d23h59m59s999ms }
+	}
+}
+"""
+    done = ok(fake_nft("list", listing=listing))
+    assert json.loads(done.stdout) == [
+        {"mac": "02:00:00:00:00:01", "seconds_left": 86400},
+        {"mac": "02:00:00:00:00:02", "seconds_left": 3723},
+        {"mac": "02:00:00:00:00:03", "seconds_left": None},
+        {"mac": "02:00:00:00:00:04", "seconds_left": 1},
+        {"mac": "02:00:00:00:00:05", "seconds_left": 172800},
+    ]
+    empty = "table inet callpass {\n\tset allowed {\n\t\ttype ether_addr\n\t}\n}\n"
+    assert ok(fake_nft("list", listing=empty)).stdout == "[]\n"
+    odd = empty.replace("ether_addr", "ether_addr\n\t\telements = { 02:00:00:00:00:01 expires soon }")
+    done = fake_nft("list", listing=odd)
+    assert done.returncode == 1 and "soon" in done.stderr
+
+
+@pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=repr)
+def test_bad_arguments_never_reach_nft(fake_nft, args):
+    done = fake_nft(*args)
+    assert done.returncode == 2 and done.stderr.strip()
+    assert not fake_nft.log.exists()
+
+
+def test_help(fake_nft):
+    done = fake_nft("--help")
     assert done.returncode == 0
     assert "up --lan IFACE --portal-port PORT" in done.stdout
+    assert not fake_nft.log.exists()
