@@ -69,6 +69,7 @@ DEFAULTS = {
 
 SIGNATURES = ("none", "md5", "sha1")
 LANGUAGES = ("ru", "uk", "en")
+MAX_SESSION_MINUTES = 31 * 24 * 60  # the firewall script's longest kernel timeout
 FIREWALLS = ("script", "noop")
 
 
@@ -187,8 +188,8 @@ def problems(config, demo=False):
         found.append("portal.listen must look like 0.0.0.0:8080")
     if not portal["public_url"].startswith(("http://", "https://")):
         found.append("portal.public_url must start with http:// or https://")
-    if portal["session_minutes"] < 1:
-        found.append("portal.session_minutes must be at least 1")
+    if not 1 <= portal["session_minutes"] <= MAX_SESSION_MINUTES:
+        found.append(f"portal.session_minutes must be between 1 and {MAX_SESSION_MINUTES} (31 days)")
     if not 1 <= portal["verification_minutes"] <= 60:
         found.append("portal.verification_minutes must be between 1 and 60")
     if portal["default_region"] not in phonenumbers.SUPPORTED_REGIONS:
