@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, select, update
 
+from .config import MAX_SESSION_MINUTES
 from .firewall import FirewallError
 from .storage import access_session, utcnow
 
@@ -71,7 +72,9 @@ def extend_session(engine, firewall, session_id, minutes):
         row = conn.execute(select(access_session).where(access_session.c.id == session_id)).first()
         if row is None or row.ended_at is not None:
             return False
-        ends = max(row.ends_at, utcnow()) + timedelta(minutes=minutes)
+        # The firewall's kernel timeout tops out at 31 days; never promise more than that.
+        ends = min(max(row.ends_at, utcnow()) + timedelta(minutes=minutes),
+                   utcnow() + timedelta(minutes=MAX_SESSION_MINUTES))
         conn.execute(update(access_session).where(access_session.c.id == session_id)
                      .values(ends_at=ends))
     firewall.allow(row.mac, seconds_until(ends))
