@@ -13,7 +13,8 @@ test: system-packages-tests venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Reinstalling also recompiles the translation catalogs (.po -> .mo, see hatch_build.py).
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard portal/translations/*/LC_MESSAGES/*.po)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -1,10 +1,524 @@
-"""Venue admin pages under /admin (placeholder: filled in by the admin issue)."""
+"""Venue admin pages under /admin: dashboard, settings, sessions, identification log, audit log.
 
-from flask import Blueprint
+Every /admin request passes one gate (`guard`): the socket's address must be in [admin] allow_from,
+the browser must be signed in (except on the login page), and a POST must carry the CSRF token.
+CSRF is checked here only: guest forms and the provider's callback live outside /admin and are
+never asked for a token.
+"""
 
-bp = Blueprint("admin", __name__, url_prefix="/admin")
+import re
+from datetime import timedelta
+from urllib.parse import quote, urlsplit
+
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template,
+                   request, url_for)
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import and_, func, or_, select
+
+from . import (asset_folder, audit, auth, idlog, phone, services, sessions, settings,
+               verification)
+from .extensions import limiter
+from .firewall import FirewallError, normalise_mac
+from .health import provider_status
+from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
+from .settings import N_
+from .storage import access_session, notification, utcnow
+from .storage import verification as verification_table
+
+# admin.css is served under /admin/static/ too, so that the pages keep their style when reached by
+# the gateway's address (an ssh tunnel), where other paths are redirected to the guest portal.
+bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder=str(asset_folder("static")))
+csrf = CSRFProtect()
+
+PAGE_SIZE = 100
+SETTINGS_MAX_BYTES = 1024 * 1024  # the settings form with a logo; the logo itself is capped lower
+EXTEND_CHOICES = (30, 60, 240, 1440)
+
+# provider.DESCRIPTIONS, listed here so that the admin catalog carries their translations.
+PROVIDER_WORDS = (
+    N_("the provider rejected the request parameters (is the phone number complete?)"),
+    N_("wrong login or password, or this server's IP is not on the account's allow-list"),
+    N_("the provider account has run out of money"),
+    N_("the provider has blocked this server's IP address for about 30 minutes "
+       "(too many wrong logins or repeated requests); fix the credentials and wait"),
+    N_("too many identical requests to the provider within a minute; "
+       "wait a minute and try again"),
+)
+END_REASONS = {
+    "expired": N_("time ran out"),
+    "revoked": N_("revoked"),
+    "replaced": N_("replaced by a new session"),
+    "device-limit": N_("too many devices for this phone"),
+    "firewall-missing": N_("missing from the firewall"),
+    "admin": N_("ended by an admin"),
+    idlog.OPEN: N_("still online"),
+}
+ACTIONS = {
+    audit.LOGIN: N_("signed in"),
+    audit.LOGIN_FAILED: N_("failed sign-in"),
+    audit.LOGIN_LOCKED: N_("sign-in refused (locked out)"),
+    audit.LOGOUT: N_("signed out"),
+    audit.SETTINGS: N_("changed settings"),
+    audit.SESSION_END: N_("ended a session"),
+    audit.SESSION_EXTEND: N_("extended a session"),
+    audit.EXPORT: N_("exported the identification log"),
+    audit.PURGE: N_("purged old records"),
+    audit.ADMIN_ADD: N_("added an admin"),
+    audit.ADMIN_PASSWORD: N_("changed an admin password"),
+    audit.ADMIN_REMOVE: N_("removed an admin"),
+}
+STATES = {"confirmed": N_("confirmed"), "expired": N_("expired"), "failed": N_("failed")}
+VERDICTS = {"accepted": N_("accepted"), "unmatched": N_("nobody was waiting"),
+            "rejected": N_("rejected"), "replay": N_("repeat, ignored"),
+            "ignored": N_("not a call, ignored")}
 
 
 def init_app(app):
-    """Register the admin pages (and, later, their CSRF protection) on app."""
+    """Register the admin pages and their CSRF protection on app."""
+    # Flask-WTF checks only where `guard` asks it to: never the guest pages or the callback.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid while the admin session lasts
+    csrf.init_app(app)
     app.register_blueprint(bp)
+
+
+# --- The gate -----------------------------------------------------------------------------------
+
+@bp.before_request
+def guard():
+    """Allowed network, then signed in, then body size, then the CSRF token."""
+    svc = services()
+    if not auth.is_allowed_address(request.remote_addr, svc.config["admin"]["allow_from"]):
+        abort(403)
+    g.admin = auth.signed_in_admin(svc.engine)
+    if g.admin is None and request.endpoint not in ("admin.login", "admin.logout", "admin.static"):
+        return redirect(url_for("admin.login", next=request.full_path.rstrip("?")),
+                        code=303)
+    if request.endpoint == "admin.settings_page":
+        request.max_content_length = SETTINGS_MAX_BYTES
+    if current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()
+    return None
+
+
+@bp.errorhandler(403)
+def refused(_error):
+    return render_template("admin/message.html", title=_("Not available from here"),
+                           message=_("The admin pages can only be opened from the networks "
+                                     "listed in the portal's settings (admin.allow_from). "
+                                     "Your address is %(address)s.",
+                                     address=request.remote_addr or "?")), 403
+
+
+@bp.errorhandler(404)
+def not_found(_error):
+    return render_template("admin/message.html", title=_("Not found"),
+                           message=_("This page or record does not exist (any more).")), 404
+
+
+@bp.errorhandler(CSRFError)
+def csrf_failed(_error):
+    return render_template("admin/message.html", title=_("The form has expired"),
+                           message=_("The form was sent without its security token, or the token "
+                                     "is from an older sign-in. Nothing was changed. Go back, "
+                                     "reload the page and try again.")), 400
+
+
+@bp.errorhandler(413)
+def too_large(_error):
+    return render_template("admin/message.html", title=_("Too large"),
+                           message=_("What you sent is too large. A logo may have at most "
+                                     "%(kb)s KB.", kb=settings.LOGO_MAX_BYTES // 1024)), 413
+
+
+@bp.errorhandler(429)
+def locked_out(error):
+    return error.get_response()  # the lock-out page built by on_login_limit
+
+
+@bp.app_template_filter("utc")
+def format_utc(moment, seconds=False):
+    """A stored time as "2024-05-01 14:03 UTC" (admin pages show UTC, like the export)."""
+    if moment is None:
+        return ""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+@bp.context_processor
+def page_globals():
+    return {"admin_lang": str(get_locale() or "en"), "admin_tr": _,
+            "admin_venue": settings.current()["venue"]["name"]}
+
+
+def note(action, detail=""):
+    """Record an admin action of this request in the audit log."""
+    audit.record(services().engine, g.get("admin"), auth.remote_address(), action, detail)
+
+
+# --- Signing in ---------------------------------------------------------------------------------
+
+def login_limit():
+    return services().config["admin"]["login_limit"]
+
+
+def on_login_limit(limit):
+    """The lock-out page: when the next attempt will be accepted."""
+    svc = services()
+    seconds = max(1, int(limit.reset_at - utcnow().timestamp()))
+    retry = utcnow() + timedelta(seconds=seconds)
+    audit.record(svc.engine, request.form.get("name", "")[:64] or "-", auth.remote_address(),
+                 audit.LOGIN_LOCKED, f"retry after {retry:%H:%M:%S} UTC")
+    message = _("Too many failed sign-ins from your address. Try again after %(time)s "
+                "(in %(minutes)s min).", time=format_utc(retry, seconds=True),
+                minutes=(seconds + 59) // 60)
+    page = render_template("admin/login.html", error=message, name="", next_url="",
+                           locked=True)
+    return Response(page, status=429, headers={"Retry-After": str(seconds)})
+
+
+def safe_next(target):
+    """Only a path inside /admin may be the page shown after signing in."""
+    if target and target.startswith("/admin") and not urlsplit(target).netloc \
+            and "\\" not in target:
+        return target
+    return url_for("admin.dashboard")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"], on_breach=on_login_limit,
+               deduct_when=lambda response: g.get("login_failed", False))
+def login():
+    """The sign-in form; failures count against the address (admin.login_limit)."""
+    next_url = request.values.get("next", "")
+    if request.method == "GET":
+        if g.admin:
+            return redirect(safe_next(next_url))
+        return render_template("admin/login.html", error=None, name="", next_url=next_url)
+    svc = services()
+    name = request.form.get("name", "").strip()
+    row = auth.authenticate(svc.engine, name, request.form.get("password", ""))
+    if row is None:
+        g.login_failed = True
+        audit.record(svc.engine, name[:64] or "-", auth.remote_address(), audit.LOGIN_FAILED)
+        return render_template("admin/login.html", error=_("Wrong name or password."),
+                               name=name[:64], next_url=next_url), 401
+    auth.sign_in(row)
+    g.admin = row.name
+    note(audit.LOGIN)
+    return redirect(safe_next(next_url), code=303)
+
+
+@bp.post("/logout")
+def logout():
+    if g.admin:
+        note(audit.LOGOUT)
+    auth.sign_out()
+    flash(_("You are signed out."), "ok")
+    return redirect(url_for("admin.login"), code=303)
+
+
+# --- Dashboard ----------------------------------------------------------------------------------
+
+def handler_url(config):
+    """The handler URL for the SMSC account settings: public_url + callback/smsc/<token>, and
+    `?md5=<secret>` (or sha1) when notifications are to be signed."""
+    url = config["portal"]["public_url"].rstrip("/") + "/callback/smsc/" + config["callback"]["token"]
+    kind = config["callback"]["signature"]
+    if kind != "none":
+        url += f"?{kind}={quote(config['callback']['secret'], safe='')}"
+    return url
+
+
+def explain_failure(text):
+    """A stored provider failure ("provider error 2: …" or a reason) in words."""
+    match = re.fullmatch(r"provider error (\d+): (.*)", text or "", re.S)
+    error = ProviderRejected(int(match[1]), match[2]) if match else ProviderUnavailable(text)
+    words = describe(error)
+    return _(words) if words in DESCRIPTIONS.values() else words
+
+
+def overview(svc):
+    """The dashboard's figures."""
+    verification.expire_overdue(svc.engine)
+    sessions.close_expired(svc.engine)
+    now = utcnow()
+    today = idlog.start_of(now.date())
+    v, s, n = verification_table, access_session, notification
+    with svc.engine.connect() as conn:
+        online = conn.execute(select(func.count()).where(
+            s.c.ended_at.is_(None), s.c.ends_at > now)).scalar()
+        waiting = conn.execute(select(func.count()).where(
+            v.c.state == verification.PENDING, v.c.expires_at > now)).scalar()
+        by_state = dict(conn.execute(select(v.c.state, func.count())
+                                     .where(v.c.created_at >= today).group_by(v.c.state)).all())
+        failure = conn.execute(select(v.c.failure, v.c.created_at)
+                               .where(v.c.state == verification.FAILED)
+                               .order_by(v.c.id.desc()).limit(1)).first()
+        last_notice = conn.execute(select(n).order_by(n.c.id.desc()).limit(1)).first()
+    return {
+        "online": online, "waiting": waiting,
+        "today": {state: by_state.get(state, 0) for state in STATES},
+        "last_failure": failure and {"at": failure.created_at,
+                                     "text": failure.failure,
+                                     "meaning": explain_failure(failure.failure)},
+        "last_notice": last_notice,
+        "provider": provider_status(svc),
+        "firewall_ok": svc.firewall.is_healthy(),
+        "firewall_name": svc.firewall.name,
+        "handler_url": handler_url(svc.config),
+        "signature": svc.config["callback"]["signature"],
+    }
+
+
+@bp.get("/")
+def dashboard():
+    svc = services()
+    info = overview(svc)
+    if not info["provider"].get("ok"):
+        info["provider_meaning"] = explain_failure(info["provider"].get("error", ""))
+    return render_template("admin/dashboard.html", info=info, states=STATES, verdicts=VERDICTS)
+
+
+# --- Settings -----------------------------------------------------------------------------------
+
+@bp.route("/settings", methods=["GET", "POST"])
+def settings_page():
+    svc = services()
+    effective = settings.load(svc)
+    if request.method == "GET":
+        return render_settings(effective, {})
+    changes, errors = settings.parse_form(request.form, effective)
+    upload = request.files.get("logo")
+    logo_data = logo_type = None
+    if upload is not None and upload.filename:
+        logo_data = upload.read(settings.LOGO_MAX_BYTES + 1)
+        try:
+            logo_type = settings.check_logo(logo_data)
+        except settings.Invalid as exc:
+            errors["logo"] = exc
+    if errors:
+        return render_settings(effective, errors), 400
+    settings.save(svc, changes, g.admin)
+    changed = sorted(changes)
+    if logo_type:
+        settings.save_logo(svc, logo_data, logo_type)
+        changed.append("venue.logo")
+    elif request.form.get("logo.remove"):
+        settings.remove_logo(svc)
+        changed.append("venue.logo")
+    if any(key.startswith("provider.") for key in changes):
+        svc.cache.pop("provider_status", None)  # the balance shown must be the new account's
+    if "gateway.garden" in changes:
+        failures = settings.push_garden(svc.firewall, effective["gateway"]["garden"],
+                                        changes["gateway.garden"])
+        if failures:
+            flash(_("Saved, but the firewall did not take the walled garden: %(why)s",
+                    why="; ".join(failures)), "error")
+    if changed:
+        note(audit.SETTINGS, "changed: " + ", ".join(changed))
+        flash(_("Saved. Guests see the change from their next page."), "ok")
+    else:
+        flash(_("Nothing was changed."), "ok")
+    return redirect(url_for("admin.settings_page"), code=303)
+
+
+def render_settings(effective, errors):
+    """The settings form: what was typed after a failed save, else the effective values."""
+    typed = request.method == "POST"
+
+    def value(key):
+        if typed:
+            if key in settings.SECRETS:
+                return ""  # a secret is never sent back, not even what was just typed
+            return request.form.get(key, "")
+        section, _sep, name = key.partition(".")
+        current = effective[section][name]
+        return "\n".join(current) if isinstance(current, list) else current
+
+    def checked(key):
+        return bool(request.form.get(key)) if typed else bool(value(key))
+
+    def chosen(key):
+        if typed:
+            return request.form.getlist(key)
+        section, _sep, name = key.partition(".")
+        return effective[section][name]
+
+    messages = {key: _(exc.msgid, **exc.params) for key, exc in errors.items()}
+    has_logo = settings.logo(services()) is not None
+    provider = effective["provider"]
+    return render_template(
+        "admin/settings.html", value=value, checked=checked, chosen=chosen, errors=messages,
+        has_password=bool(provider["password"]), has_apikey=bool(provider["apikey"]),
+        has_logo=has_logo, logo_kb=settings.LOGO_MAX_BYTES // 1024,
+        limits=settings.NUMBERS, languages=settings.LANGUAGES)
+
+
+@bp.get("/logo")
+def logo():
+    found = settings.logo(services())
+    if found is None:
+        abort(404)
+    data, content_type = found
+    return Response(data, mimetype=content_type, headers={"Cache-Control": "no-store"})
+
+
+# --- Sessions -----------------------------------------------------------------------------------
+
+def session_filter(text):
+    """A condition matching sessions by (part of) a phone number or a MAC."""
+    text = text.strip()
+    try:
+        return access_session.c.mac == normalise_mac(text)
+    except ValueError:
+        pass
+    conditions = []
+    try:  # a whole number in any form the guest form accepts ("8 916 123-45-67")
+        conditions.append(access_session.c.phone == phone.normalise(
+            text, settings.current()["portal"]["default_region"]))
+    except phone.InvalidPhone:
+        pass
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if digits:
+        conditions.append(access_session.c.phone.contains(digits, autoescape=True))
+    partial_mac = text.lower().replace("-", ":")
+    if re.fullmatch(r"[0-9a-f:]{2,17}", partial_mac):
+        conditions.append(access_session.c.mac.contains(partial_mac, autoescape=True))
+    return or_(*conditions) if conditions else access_session.c.id < 0
+
+
+@bp.get("/sessions")
+def sessions_page():
+    svc = services()
+    sessions.close_expired(svc.engine)
+    query_text = request.args.get("q", "")[:40]
+    condition = session_filter(query_text) if query_text.strip() else None
+    s = access_session
+    live = select(s).where(s.c.ended_at.is_(None)).order_by(s.c.started_at.desc())
+    ended = (select(s).where(s.c.ended_at.is_not(None))
+             .order_by(s.c.ended_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
+    if condition is not None:
+        live, ended = live.where(condition), ended.where(condition)
+    with svc.engine.connect() as conn:
+        live_rows = conn.execute(live).all()
+        ended_rows = conn.execute(ended).all()
+    return render_template("admin/sessions.html", live=live_rows, ended=ended_rows,
+                           q=query_text, reasons=END_REASONS, extend_choices=EXTEND_CHOICES)
+
+
+def open_session(session_id):
+    """The open session with this id, or a 404."""
+    with services().engine.connect() as conn:
+        row = conn.execute(select(access_session).where(
+            and_(access_session.c.id == session_id, access_session.c.ended_at.is_(None)))).first()
+    if row is None:
+        abort(404)
+    return row
+
+
+def back_to_sessions():
+    return redirect(url_for("admin.sessions_page", q=request.form.get("q") or None), code=303)
+
+
+@bp.post("/sessions/<int:session_id>/end")
+def end_session(session_id):
+    svc = services()
+    row = open_session(session_id)
+    try:
+        sessions.end_session(svc.engine, svc.firewall, session_id, "admin")
+        flash(_("Session of %(mac)s (%(phone)s) ended; the device is offline.",
+                mac=row.mac, phone=row.phone), "ok")
+    except FirewallError as exc:
+        flash(_("The session is ended in the records, but the firewall did not answer: %(why)s. "
+                "It is retried every minute.", why=str(exc)), "error")
+    note(audit.SESSION_END, f"session {session_id}, {row.mac}, {row.phone}")
+    return back_to_sessions()
+
+
+@bp.post("/sessions/<int:session_id>/extend")
+def extend_session(session_id):
+    svc = services()
+    row = open_session(session_id)
+    try:
+        minutes = int(request.form.get("minutes", ""))
+    except ValueError:
+        minutes = 0
+    longest = settings.NUMBERS["portal.session_minutes"][1]
+    new_end = max(row.ends_at, utcnow()) + timedelta(minutes=minutes)
+    if not 1 <= minutes <= longest or new_end - utcnow() > timedelta(minutes=longest):
+        flash(_("A session can run at most %(days)s days from now.", days=longest // 1440),
+              "error")
+        return back_to_sessions()
+    try:
+        sessions.extend_session(svc.engine, svc.firewall, session_id, minutes)
+        flash(_("Session of %(mac)s extended until %(time)s.", mac=row.mac,
+                time=format_utc(new_end)), "ok")
+    except FirewallError as exc:
+        flash(_("The session is extended in the records, but the firewall did not answer: "
+                "%(why)s. It is retried every minute.", why=str(exc)), "error")
+    note(audit.SESSION_EXTEND, f"session {session_id}, {row.mac}, +{minutes} min")
+    return back_to_sessions()
+
+
+# --- Identification log and audit log ----------------------------------------------------------
+
+def date_range():
+    """(from, to, error) from the query string; dates are UTC days."""
+    try:
+        date_from = idlog.parse_day(request.args.get("from"))
+        date_to = idlog.parse_day(request.args.get("to"))
+    except ValueError:
+        return None, None, _("Enter dates as YYYY-MM-DD.")
+    if date_from and date_to and date_from > date_to:
+        return date_from, date_to, _("The first day is after the last day.")
+    return date_from, date_to, None
+
+
+@bp.get("/log")
+def log_page():
+    svc = services()
+    sessions.close_expired(svc.engine)
+    date_from, date_to, error = date_range()
+    try:
+        page_number = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page_number = 1
+    rows, total = ([], 0) if error else idlog.page(
+        svc.engine, date_from, date_to, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
+    return render_template(
+        "admin/log.html", rows=rows, total=total, page=page_number, page_size=PAGE_SIZE,
+        error=error, date_from=request.args.get("from", ""), date_to=request.args.get("to", ""),
+        reasons=END_REASONS, end_reason=idlog.end_reason, verified_by=idlog.verified_by,
+        retention_days=svc.config["admin"]["retention_days"]), 400 if error else 200
+
+
+@bp.get("/log.csv")
+def export():
+    """The log as CSV, streamed: UTF-8 with BOM, header row, UTC times."""
+    svc = services()
+    date_from, date_to, error = date_range()
+    if error:
+        flash(error, "error")
+        return redirect(url_for("admin.log_page"), code=303)
+    delimiter = ";" if request.args.get("sep") == "semicolon" else ","
+    sessions.close_expired(svc.engine)
+    span = f"{date_from or 'start'}_{date_to or utcnow().date()}"
+    note(audit.EXPORT, f"sessions started {date_from or 'any time'} to {date_to or 'now'} (UTC)")
+    return Response(
+        idlog.csv_chunks(svc.engine, date_from, date_to, delimiter=delimiter),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="callpass-log_{span}.csv"',
+                 "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+@bp.get("/audit")
+def audit_page():
+    try:
+        before = int(request.args["before"]) if request.args.get("before") else None
+    except ValueError:
+        before = None
+    rows = audit.entries(services().engine, limit=PAGE_SIZE, before_id=before)
+    older = rows[-1].id if len(rows) == PAGE_SIZE else None
+    return render_template("admin/audit.html", rows=rows, older=older, actions=ACTIONS)

@@ -1,8 +1,99 @@
-"""`callpass admin …` and `callpass purge` (placeholder: filled in by the admin issue)."""
+"""`callpass admin add|passwd|remove|list`: venue admin accounts, from the gateway's shell."""
+
+import getpass
+import sys
 
 import click
+
+from . import audit, auth, storage
+
+CONFIG_OPTION = click.option("--config", "config_path", required=True,
+                             type=click.Path(dir_okay=False), help="The callpass config file.")
+
+
+def open_database(config_path):
+    """The engine of the config's database, schema up to date."""
+    from .cli import load_config  # cli imports this module; import late to avoid a cycle
+
+    cfg = load_config(config_path)
+    engine = storage.connect(cfg["portal"]["database"])
+    storage.upgrade(engine)
+    return engine
+
+
+def read_password(name):
+    """A new password: a hidden prompt asked twice on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        return click.prompt(f"Password for {name} (at least {auth.MIN_PASSWORD_LENGTH} characters)",
+                            hide_input=True, confirmation_prompt="Repeat the password")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def actor():
+    """Who ran the command, for the audit log."""
+    try:
+        return f"shell:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "shell"
+
+
+def change(engine, action, audit_action, name):
+    """Run action(); print an AccountError and exit 1, else record it in the audit log."""
+    try:
+        action()
+    except auth.AccountError as exc:
+        click.echo(f"callpass: {exc}", err=True)
+        sys.exit(1)
+    audit.record(engine, actor(), "local", audit_action, name)
 
 
 @click.group("admin")
 def admin_group():
-    """Venue admin accounts."""
+    """Venue admin accounts (the people who may open /admin)."""
+
+
+@admin_group.command("add")
+@click.argument("name")
+@CONFIG_OPTION
+def add(name, config_path):
+    """Create an admin NAME; the password comes from a prompt or stdin."""
+    engine = open_database(config_path)
+    change(engine, lambda: auth.add_admin(engine, auth.check_name(name), read_password(name)),
+           audit.ADMIN_ADD, name)
+    click.echo(f"admin {name} created; sign in at /admin/login")
+
+
+@admin_group.command("passwd")
+@click.argument("name")
+@CONFIG_OPTION
+def passwd(name, config_path):
+    """Set a new password for admin NAME (their open browsers are signed out)."""
+    engine = open_database(config_path)
+    if name not in [row.name for row in auth.list_admins(engine)]:
+        click.echo(f"callpass: there is no admin named {name!r}", err=True)
+        sys.exit(1)
+    change(engine, lambda: auth.set_password(engine, name, read_password(name)),
+           audit.ADMIN_PASSWORD, name)
+    click.echo(f"password of {name} changed")
+
+
+@admin_group.command("remove")
+@click.argument("name")
+@CONFIG_OPTION
+def remove(name, config_path):
+    """Delete admin NAME."""
+    engine = open_database(config_path)
+    change(engine, lambda: auth.remove_admin(engine, name), audit.ADMIN_REMOVE, name)
+    click.echo(f"admin {name} removed")
+
+
+@admin_group.command("list")
+@CONFIG_OPTION
+def list_admins(config_path):
+    """List the admins."""
+    engine = open_database(config_path)
+    rows = auth.list_admins(engine)
+    if not rows:
+        click.echo("no admins yet; create one with: callpass admin add NAME --config FILE")
+    for row in rows:
+        click.echo(f"{row.name}\tcreated {row.created_at:%Y-%m-%d %H:%M} UTC")

@@ -1,21 +1,24 @@
-"""The `callpass` command (also `python -m portal`): demo, serve, simulator, check-config, fw-sync."""
+"""The `callpass` command (also `python -m portal`): demo, serve, simulator, check-config, fw-sync,
+purge."""
 
 import logging
 import secrets
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import click
 
 from . import config as config_module
-from . import create_app, sessions, storage, verification
+from . import create_app, idlog, sessions, storage, verification
 from .firewall import FirewallError, NoopFirewall
 
 log = logging.getLogger("portal")
 
 MAINTENANCE_SECONDS = 60
+PURGE_SECONDS = 24 * 3600  # the identification log is purged once a day
 
 
 def load_config(path, demo=False):
@@ -71,6 +74,16 @@ def fw_sync(config_path):
         click.echo(f"callpass: firewall failed: {exc}", err=True)
         sys.exit(1)
     click.echo(f"firewall in sync: {allowed} allowed, {revoked} revoked")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def purge(config_path):
+    """Delete identification records older than admin.retention_days (never an open session)."""
+    cfg = load_config(config_path)
+    engine = storage.connect(cfg["portal"]["database"])
+    storage.upgrade(engine)
+    click.echo("purged " + idlog.purge_recorded(engine, cfg["admin"]["retention_days"], "shell"))
 
 
 @main.command()
@@ -157,9 +170,17 @@ def run_waitress(app, host, port, threads):
 
 
 def start_maintenance(svc):
-    """Sync the firewall now, then expire verifications and sessions every minute in a thread."""
+    """Sync the firewall now, then expire verifications and sessions every minute in a thread;
+    purge the identification log at start and then once a day."""
+    next_purge = time.monotonic()
+
     def tick():
+        nonlocal next_purge
         verification.expire_overdue(svc.engine)
+        if time.monotonic() >= next_purge:
+            next_purge = time.monotonic() + PURGE_SECONDS
+            log.info("daily purge: %s", idlog.purge_recorded(
+                svc.engine, svc.config["admin"]["retention_days"], "daily purge"))
         sessions.sync_firewall(svc.engine, svc.firewall)
 
     def loop():

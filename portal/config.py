@@ -28,6 +28,7 @@ DEFAULTS = {
         "limit_per_device": "5 per minute; 20 per hour",
         "limit_per_phone": "3 per 10 minutes; 10 per day",
         "threads": 8,
+        "trusted_proxy": "",
         "remember_days": 0,
         "devices_per_phone": 3,
     },
@@ -186,6 +187,11 @@ def problems(config, demo=False):
     host, _, port = portal["listen"].rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         found.append("portal.listen must look like 0.0.0.0:8080")
+    if portal["trusted_proxy"]:
+        try:
+            ipaddress.ip_address(portal["trusted_proxy"])
+        except ValueError:
+            found.append("portal.trusted_proxy must be one IP address (the TLS proxy's), or empty")
     if not portal["public_url"].startswith(("http://", "https://")):
         found.append("portal.public_url must start with http:// or https://")
     if not 1 <= portal["session_minutes"] <= MAX_SESSION_MINUTES:

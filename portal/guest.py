@@ -1,11 +1,16 @@
-"""Pages a guest sees: the phone form, the page with the number to call, and its status API."""
+"""Pages a guest sees: the phone form, the page with the number to call, its status API, and the
+venue's page and logo."""
 
 import logging
 
 import requests
-from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, g, jsonify, redirect, render_template, request,
+                   url_for)
+from flask_babel import gettext, lazy_gettext
+from sqlalchemy.exc import SQLAlchemyError
 
-from . import neighbours, phone, services, sessions, settings, verification
+from . import captive, phone, services, sessions, settings, verification
+from .config import DEFAULTS
 from .extensions import limiter, portal_setting
 from .provider import ProviderRejected, ProviderUnavailable
 
@@ -15,12 +20,84 @@ bp = Blueprint("guest", __name__)
 
 # What a guest is told when the provider refuses; the operator sees the code in the log.
 PROVIDER_MESSAGES = {
-    1: (400, "The phone service did not accept this number. Check it and try again."),
-    2: (503, "Phone sign-in is not working on this Wi-Fi right now. Please tell the staff."),
-    4: (503, "Too many sign-in attempts on this Wi-Fi right now. Please try again in a few minutes."),
-    9: (503, "Too many attempts for this number. Please wait a minute and try again."),
+    1: (400, lazy_gettext("The phone service did not accept this number. Check it and try again.")),
+    2: (503, lazy_gettext("Phone sign-in is not working on this Wi-Fi right now. "
+                          "Please tell the staff.")),
+    4: (503, lazy_gettext("Too many sign-in attempts on this Wi-Fi right now. "
+                          "Please try again in a few minutes.")),
+    9: (503, lazy_gettext("Too many attempts for this number. "
+                          "Please wait a minute and try again.")),
 }
-UNAVAILABLE_MESSAGE = "The phone service is not answering. Please try again in a minute."
+UNAVAILABLE_MESSAGE = lazy_gettext("The phone service is not answering. "
+                                   "Please try again in a minute.")
+TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
+
+
+def N_(text):
+    """Mark text for the catalog; it is translated where it is shown."""
+    return text
+
+
+# phone.normalise's reasons (str of InvalidPhone), so the catalog carries them.
+PHONE_REASONS = (
+    N_("Enter your phone number."),
+    N_("Use digits only, for example +7 916 123-45-67."),
+    N_("This does not look like a phone number."),
+    N_("This number is not valid. Check the country code and the digits."),
+    N_("Use the number of the phone you will call from."),
+)
+
+# Guest pages load nothing from elsewhere; the browser enforces it too.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                           "script-src 'self'; connect-src 'self'; form-action 'self'; "
+                           "base-uri 'none'; frame-ancestors 'none'")
+
+
+def effective_venue():
+    """The [venue] settings in force (the file's values if the database cannot be read)."""
+    try:
+        return settings.current()["venue"]
+    except SQLAlchemyError:
+        return services().config["venue"]
+
+
+def venue_name():
+    """The venue's name; the built-in default name is shown in the guest's language."""
+    name = effective_venue()["name"]
+    return gettext("Free Wi-Fi") if name == DEFAULTS["venue"]["name"] else name
+
+
+def has_logo():
+    """Whether the venue has a logo to show (looked up once per request)."""
+    if "callpass_has_logo" not in g:
+        try:
+            g.callpass_has_logo = settings.logo(services()) is not None
+        except SQLAlchemyError:
+            g.callpass_has_logo = False
+    return g.callpass_has_logo
+
+
+def terms_link():
+    """venue.terms_url when it is a usable link (http(s) or a path on the portal), else ""."""
+    url = effective_venue()["terms_url"].strip()
+    return url if url.startswith(("http://", "https://", "/")) and not url.startswith("//") else ""
+
+
+@bp.app_context_processor
+def branding():
+    """Venue name, logo, texts and terms for every page."""
+    return {"venue": effective_venue, "venue_name": venue_name, "has_logo": has_logo,
+            "terms_link": terms_link}
+
+
+@bp.after_request
+def guest_headers(response):
+    """Pages and answers that depend on the device: never cached, no referrer to other sites."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response
 
 
 def phone_key():
@@ -32,26 +109,31 @@ def phone_key():
         return "phone-invalid:" + "".join(ch for ch in typed if ch.isdigit())[:20]
 
 
-def client_identity():
-    """(ip, mac) of the device sending this request, from the socket and the neighbour table."""
-    svc = services()
-    ip = request.remote_addr or ""
-    mac = neighbours.mac_for_ip(ip, svc.config["portal"]["neighbour_table"])
-    if mac is None and svc.is_demo:
-        mac = neighbours.stand_in_mac(ip)
-    return ip, mac
+def going_to():
+    """Where the guest was going before the portal caught them, when it is safe to link to."""
+    return captive.continue_url(request.values.get("continue", ""))
+
+
+def online_page(session):
+    """The 'you are online' page for a device with an open session."""
+    return render_template("online.html", session=session, continue_url=going_to(),
+                           minutes_left=max(1, sessions.seconds_until(session.ends_at) // 60))
+
+
+def form_page(typed="", errors=None, status=200, headers=None):
+    """The phone form, keeping what was typed and showing each field's error next to it."""
+    page = render_template("index.html", phone=typed[:phone.MAX_INPUT_LENGTH], errors=errors or {},
+                           continue_url=going_to())
+    return page, status, headers or {}
 
 
 @bp.get("/")
 def index():
     """The phone form, or the 'you are online' page for a device that already has a session."""
-    svc = services()
-    _ip, mac = client_identity()
-    session = sessions.active_session(svc.engine, mac) if mac else None
+    session = captive.device_session()
     if session is not None:
-        return render_template("online.html", session=session,
-                               minutes_left=sessions.seconds_until(session.ends_at) // 60)
-    return render_template("index.html", phone="", error=None)
+        return online_page(session)
+    return form_page()
 
 
 def reached_provider(response):
@@ -64,30 +146,48 @@ def reached_provider(response):
 @limiter.limit(portal_setting("limit_per_phone"), key_func=phone_key, methods=["POST"],
                deduct_when=reached_provider)
 def start():
-    """Start a verification: validate, identify the device, ask the provider, go to the wait page."""
+    """Start a verification: validate, identify the device, ask the provider, go to the wait page.
+
+    A device that verified this phone recently (portal.remember_days) is let in at once.
+    """
     svc = services()
     effective = settings.current()
+    portal = effective["portal"]
     typed = request.form.get("phone", "")
+    errors = {}
     try:
-        number = phone.normalise(typed, effective["portal"]["default_region"])
+        number = phone.normalise(typed, portal["default_region"])
     except phone.InvalidPhone as exc:
-        return render_template("index.html", phone=typed[:40], error=str(exc)), 400
-    ip, mac = client_identity()
+        errors["phone"] = gettext(str(exc))
+    if effective["venue"]["require_terms"] and request.form.get("accept_terms") != "yes":
+        errors["terms"] = str(TERMS_MESSAGE)
+    if errors:
+        return form_page(typed, errors, 400)
+    ip, mac = captive.device_identity()
     if mac is None:
         return render_template("not_on_lan.html", ip=ip), 403
-    try:
-        row = verification.start_verification(
-            svc.engine, settings.provider(), number, mac, ip,
-            effective["portal"]["verification_minutes"])
-    except ProviderRejected as exc:
-        log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
-        status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
-        page = render_template("index.html", phone=typed[:40], error=message)
-        return page, status, {"X-Provider-Code": str(exc.code)}
-    except ProviderUnavailable as exc:
-        log.warning("provider unavailable: %s", exc)
-        return render_template("index.html", phone=typed[:40], error=UNAVAILABLE_MESSAGE), 503
-    return redirect(url_for("guest.wait", token=row.token), code=303)
+    row = verification.remember_device(
+        svc.engine, svc.firewall, number, mac, ip, portal["remember_days"],
+        portal["session_minutes"], portal["devices_per_phone"])
+    if row is None:
+        try:
+            row = verification.start_verification(
+                svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"])
+        except ProviderRejected as exc:
+            log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
+            status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
+            return form_page(typed, {"phone": str(message)}, status,
+                             {"X-Provider-Code": str(exc.code)})
+        except ProviderUnavailable as exc:
+            log.warning("provider unavailable: %s", exc)
+            return form_page(typed, {"phone": str(UNAVAILABLE_MESSAGE)}, 503)
+    return redirect(wait_url(row.token), code=303)
+
+
+def wait_url(token):
+    """The wait page's address, carrying where the guest was going."""
+    kept = going_to()
+    return url_for("guest.wait", token=token, **({"continue": kept} if kept else {}))
 
 
 @bp.get("/wait/<token>")
@@ -97,8 +197,11 @@ def wait(token):
     if row is None:
         abort(404)
     return render_template("wait.html", v=row, call_number=phone.for_dialling(row.call_number),
+                           caller=phone.for_dialling(row.phone),
                            seconds_left=verification.seconds_left(row),
-                           is_demo=services().is_demo)
+                           is_remembered=verification.is_remembered(row),
+                           continue_url=going_to(), is_demo=services().is_demo,
+                           needs_terms=settings.current()["venue"]["require_terms"])
 
 
 @bp.get("/api/verifications/<token>")
@@ -126,4 +229,23 @@ def simulate_call(token):
                       timeout=(2, 15))
     except requests.RequestException as exc:
         log.warning("demo: the simulator did not answer: %s", exc)
-    return redirect(url_for("guest.wait", token=token), code=303)
+    return redirect(wait_url(token), code=303)
+
+
+@bp.get("/venue")
+def venue_page():
+    """About this Wi-Fi: the venue, its welcome text and terms (RFC 8908's venue-info-url)."""
+    return render_template("venue.html")
+
+
+@bp.get("/venue/logo")
+def venue_logo():
+    """The venue's logo (uploaded on the admin page, else venue.logo), 404 when there is none."""
+    found = settings.logo(services())
+    if found is None:
+        abort(404)
+    data, content_type = found
+    response = Response(data, mimetype=content_type)
+    response.headers["Cache-Control"] = "no-cache"
+    response.add_etag()
+    return response.make_conditional(request)

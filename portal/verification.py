@@ -3,6 +3,7 @@
 States: pending -> confirmed (the provider reported the call in time)
                 -> expired   (the window closed without a call)
         failed               (the provider refused to give a number to call)
+        confirmed with no call_number: a remembered device let back in without a call
 """
 
 import secrets
@@ -73,6 +74,39 @@ def confirm_call(engine, firewall, phone, session_minutes, devices_per_phone=3):
     if waiting:
         sessions.limit_devices(engine, firewall, phone, devices_per_phone)
     return waiting
+
+
+def remember_device(engine, firewall, phone, mac, ip, days, session_minutes, devices_per_phone=3):
+    """Let mac back in without a call when it verified phone by a call within `days` (0 = never).
+
+    The sign-in is recorded as a confirmed verification with an empty call_number (the
+    identification log shows it), and a session is opened. Only real calls count towards the
+    window, so a device is asked to call again at least every `days` days. Returns the new row,
+    or None when the device is not remembered.
+    """
+    if days < 1:
+        return None
+    now = utcnow()
+    with engine.begin() as conn:
+        known = conn.execute(select(verification.c.id).where(
+            verification.c.phone == phone, verification.c.mac == mac,
+            verification.c.state == CONFIRMED, verification.c.call_number != "",
+            verification.c.confirmed_at >= now - timedelta(days=days)).limit(1)).first()
+        if known is None:
+            return None
+        token = secrets.token_urlsafe(18)
+        verification_id = conn.execute(verification.insert().values(
+            token=token, phone=phone, mac=mac, ip=ip, call_number="", state=CONFIRMED,
+            created_at=now, expires_at=now, confirmed_at=now)).inserted_primary_key[0]
+    sessions.grant_access(engine, firewall, mac, ip, phone, session_minutes,
+                          verification_id=verification_id)
+    sessions.limit_devices(engine, firewall, phone, devices_per_phone)
+    return find(engine, token)
+
+
+def is_remembered(row):
+    """Whether a verification let a remembered device in without a call."""
+    return row.state == CONFIRMED and not row.call_number
 
 
 def seconds_left(row):

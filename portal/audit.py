@@ -1,0 +1,41 @@
+"""The audit log: every admin action — who, what, when, from where.
+
+Details name what changed (setting keys, a session's MAC, a date range), never a secret's value.
+"""
+
+from sqlalchemy import select
+
+from .storage import audit, utcnow
+
+# Actions, as stored; the admin page shows them in words.
+LOGIN = "login"
+LOGIN_FAILED = "login-failed"
+LOGIN_LOCKED = "login-locked"
+LOGOUT = "logout"
+SETTINGS = "settings"
+SESSION_END = "session-end"
+SESSION_EXTEND = "session-extend"
+EXPORT = "export"
+PURGE = "purge"
+ADMIN_ADD = "admin-add"
+ADMIN_PASSWORD = "admin-password"
+ADMIN_REMOVE = "admin-remove"
+
+MAX_DETAIL = 1000
+
+
+def record(engine, admin, remote_addr, action, detail=""):
+    """Add one entry to the audit log."""
+    with engine.begin() as conn:
+        conn.execute(audit.insert().values(
+            at=utcnow(), admin=(admin or "-")[:64], remote_addr=(remote_addr or "-")[:45],
+            action=action, detail=detail[:MAX_DETAIL]))
+
+
+def entries(engine, limit=100, before_id=None):
+    """The newest entries first, at most limit, older than before_id when given."""
+    query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(audit.c.id < before_id)
+    with engine.connect() as conn:
+        return conn.execute(query).all()

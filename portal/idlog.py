@@ -1,0 +1,132 @@
+"""The identification log the law asks for: who used the Wi-Fi, when, from which device.
+
+One row per access session (a device let through after a confirmed call): the phone, the device's
+MAC and IP, when the call confirmed the phone, when the session started and ended, and why it ended.
+It is read page by page on the admin page, exported as CSV (streamed in batches, so a million rows
+never sit in memory) and purged `admin.retention_days` after the session ended.
+"""
+
+import csv
+import io
+from datetime import date, datetime, time, timedelta, timezone
+
+from sqlalchemy import delete, func, select
+
+from . import audit
+from .storage import access_session, notification, utcnow, verification
+
+EXPORT_BATCH = 500  # rows per batch: memory use follows this, not the size of the log
+# Column titles of the export: stable (scripts read them) and in English; times are UTC.
+CSV_HEADER = ("phone", "mac", "ip", "verified_by", "verified_at (UTC)", "session_start (UTC)",
+              "session_end (UTC)", "end_reason")
+OPEN = "open"  # end_reason shown for a session that is still running
+BY_CALL, BY_MEMORY = "call", "remembered device"  # how the phone was verified for a session
+
+
+def start_of(day):
+    """Midnight UTC at the start of day (a date)."""
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def _select(date_from=None, date_to=None):
+    """The log's columns for sessions started on date_from … date_to (UTC days, both included)."""
+    s, v = access_session, verification
+    query = (select(s.c.id, s.c.phone, s.c.mac, s.c.ip, v.c.confirmed_at.label("verified_at"),
+                    v.c.call_number, s.c.started_at, s.c.ends_at, s.c.ended_at, s.c.end_reason)
+             .select_from(s.outerjoin(v, v.c.id == s.c.verification_id)))
+    if date_from is not None:
+        query = query.where(s.c.started_at >= start_of(date_from))
+    if date_to is not None:
+        query = query.where(s.c.started_at < start_of(date_to + timedelta(days=1)))
+    return query
+
+
+def page(engine, date_from=None, date_to=None, limit=100, offset=0):
+    """(rows newest first, total count) for one page of the log."""
+    query = _select(date_from, date_to)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar()
+        rows = conn.execute(query.order_by(access_session.c.started_at.desc(),
+                                           access_session.c.id.desc())
+                            .limit(limit).offset(offset)).all()
+    return rows, total
+
+
+def csv_time(moment):
+    """A UTC time as spreadsheets read it: "2024-05-01 14:03:07" (ISO 8601, space separated)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def csv_chunks(engine, date_from=None, date_to=None, delimiter=",", batch=EXPORT_BATCH):
+    """The export as text chunks: a UTF-8 BOM and header, then one chunk per batch of rows.
+
+    Rows come from the database batch by batch (yield_per: a server-side cursor where the driver
+    has one), oldest first, so memory use does not grow with the size of the log.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    yield "\ufeff" + out.getvalue()
+    query = _select(date_from, date_to).order_by(access_session.c.started_at,
+                                                 access_session.c.id)
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=batch).execute(query)
+        for rows in result.partitions():
+            out.seek(0)
+            out.truncate()
+            writer.writerows(
+                (row.phone, row.mac, row.ip, verified_by(row), csv_time(row.verified_at),
+                 csv_time(row.started_at), csv_time(row.ended_at), end_reason(row))
+                for row in rows)
+            yield out.getvalue()
+
+
+def verified_by(row):
+    """"call", or "remembered device" for a device let back in without a call (no call number)."""
+    if row.call_number is None:
+        return ""
+    return BY_CALL if row.call_number else BY_MEMORY
+
+
+def end_reason(row):
+    """Why a session ended ("expired", "revoked", …), or "open" while it runs."""
+    return OPEN if row.ended_at is None else (row.end_reason or "")
+
+
+def parse_day(text):
+    """A "YYYY-MM-DD" day, None for an empty text; ValueError otherwise."""
+    text = (text or "").strip()
+    return date.fromisoformat(text) if text else None
+
+
+def purge(engine, retention_days, now=None):
+    """Delete what is older than retention_days; returns counts per table.
+
+    Sessions go when they ended before the cut-off (an open session never does), verifications
+    when created before it and no remaining session points at them, notifications when received
+    before it.
+    """
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    s, v, n = access_session, verification, notification
+    with engine.begin() as conn:
+        sessions = conn.execute(delete(s).where(s.c.ended_at.is_not(None),
+                                                s.c.ended_at < cutoff)).rowcount
+        still_used = select(s.c.verification_id).where(s.c.verification_id.is_not(None))
+        verifications = conn.execute(delete(v).where(v.c.created_at < cutoff,
+                                                     v.c.id.not_in(still_used))).rowcount
+        notifications = conn.execute(delete(n).where(n.c.received_at < cutoff)).rowcount
+    return {"sessions": sessions, "verifications": verifications, "notifications": notifications,
+            "cutoff": cutoff}
+
+
+def describe_purge(counts):
+    """One line for the audit log and the command's output."""
+    return (f"older than {counts['cutoff']:%Y-%m-%d %H:%M} UTC: {counts['sessions']} sessions, "
+            f"{counts['verifications']} verifications, {counts['notifications']} notifications")
+
+
+def purge_recorded(engine, retention_days, actor):
+    """purge(), recorded in the audit log as done by actor; returns the summary line."""
+    summary = describe_purge(purge(engine, retention_days))
+    audit.record(engine, actor, "local", audit.PURGE, summary)
+    return summary

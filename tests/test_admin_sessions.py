@@ -1,0 +1,135 @@
+"""Sessions page: find a guest by phone or MAC, end or extend their session; and the dashboard."""
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from admin_support import admin, audit_rows  # noqa: F401
+from conftest import GUEST_MAC
+from portal import storage
+from portal.firewall import NoopFirewall
+from portal.provider import ProviderRejected
+
+
+def online_guest(make_guest, ip, mac, phone):
+    guest = make_guest(ip, mac)
+    assert guest.start(phone).status_code == 303
+    assert guest.call(phone.lstrip("+")).data == b"OK"
+    return guest
+
+
+def session_rows(app):
+    with app.extensions["callpass"].engine.connect() as conn:
+        return conn.execute(select(storage.access_session).order_by(storage.access_session.c.id)).all()
+
+
+def test_ending_a_session_cuts_the_device_off(app, admin, make_guest, firewall):
+    guest = online_guest(make_guest, "10.77.0.11", GUEST_MAC, "+79161234567")
+    assert b"You are online" in guest.client.get("/").data
+    [session] = session_rows(app)
+
+    page = admin.get("/admin/sessions").get_data(as_text=True)
+    assert GUEST_MAC in page and "+79161234567" in page
+    ended = admin.post(f"/admin/sessions/{session.id}/end", page="/admin/sessions")
+    assert ended.status_code == 303
+
+    assert firewall.calls[-1] == ("revoke", GUEST_MAC)
+    assert b"You are online" not in guest.client.get("/").data  # back to the phone form
+    [session] = session_rows(app)
+    assert session.end_reason == "admin" and session.ended_at is not None
+    history = admin.get("/admin/sessions").get_data(as_text=True)
+    assert "ended by an admin" in history and "Nobody is online." in history
+    [entry] = [r for r in audit_rows(app) if r.action == "session-end"]
+    assert entry.detail == f"session {session.id}, {GUEST_MAC}, +79161234567"
+
+    again = admin.post(f"/admin/sessions/{session.id}/end", page="/admin/sessions")
+    assert again.status_code == 404
+
+
+def test_extending_a_session_moves_its_end_and_tells_the_firewall(app, admin, make_guest, firewall):
+    online_guest(make_guest, "10.77.0.11", GUEST_MAC, "+79161234567")
+    [before] = session_rows(app)
+    extended = admin.post(f"/admin/sessions/{before.id}/extend", {"minutes": "60"},
+                          page="/admin/sessions")
+    assert extended.status_code == 303
+    [after] = session_rows(app)
+    assert after.ends_at - before.ends_at == timedelta(minutes=60)
+    verb, mac, seconds = firewall.calls[-1]
+    assert (verb, mac) == ("allow", GUEST_MAC) and 299 * 60 <= seconds <= 300 * 60
+    assert [r.detail for r in audit_rows(app) if r.action == "session-extend"] == [
+        f"session {before.id}, {GUEST_MAC}, +60 min"]
+
+    too_long = admin.post(f"/admin/sessions/{before.id}/extend", {"minutes": "44640"},
+                          page="/admin/sessions")
+    assert too_long.status_code == 303
+    assert "at most 31 days" in admin.get("/admin/sessions").get_data(as_text=True)
+    assert session_rows(app)[0].ends_at == after.ends_at
+
+
+def test_search_by_phone_or_mac(admin, make_guest):
+    online_guest(make_guest, "10.77.0.11", "02:cc:00:00:00:11", "+79161234567")
+    online_guest(make_guest, "10.77.0.12", "02:cc:00:00:00:22", "+380501234567")
+
+    def shown(query):
+        page = admin.get("/admin/sessions", query_string={"q": query}).get_data(as_text=True)
+        return [mac for mac in ("02:cc:00:00:00:11", "02:cc:00:00:00:22") if mac in page]
+
+    assert shown("") == ["02:cc:00:00:00:11", "02:cc:00:00:00:22"]
+    assert shown("8 916 123-45-67") == ["02:cc:00:00:00:11"]  # as a guest would type it
+    assert shown("916 123 45 67") == ["02:cc:00:00:00:11"]
+    assert shown("+380") == ["02:cc:00:00:00:22"]
+    assert shown("02-CC-00-00-00-22") == ["02:cc:00:00:00:22"]
+    assert shown("00:11") == ["02:cc:00:00:00:11"]
+    assert shown("nobody") == []
+
+
+def test_dashboard_shows_what_an_owner_needs_at_a_glance(app, admin, make_guest, simulator):
+    online_guest(make_guest, "10.77.0.11", GUEST_MAC, "+79161234567")
+    make_guest("10.77.0.12", "02:cc:00:00:00:12").start("+79161234500")  # waiting for a call
+    simulator.state.set_knobs(error_code=2)
+    assert make_guest("10.77.0.13", "02:cc:00:00:00:13").start("+79161234501").status_code == 503
+    simulator.state.reset()
+
+    svc = app.extensions["callpass"]
+    asked = []
+    real_balance = svc.provider.balance
+    svc.provider.balance = lambda: asked.append(1) or real_balance()
+
+    page = admin.get("/admin/").get_data(as_text=True)
+    assert '<span class="figure">1</span><span class="label">online now' in page
+    assert '<span class="figure">1</span><span class="label">waiting for a call' in page
+    assert '<span class="figure">1</span><span class="label">today: confirmed' in page
+    assert '<span class="figure">1</span><span class="label">today: failed' in page
+    assert "Balance: 250.80" in page
+    assert ("wrong login or password, or this server&#39;s IP is not on the account&#39;s "
+            "allow-list") in page
+    assert ('>http://localhost/callback/smsc/test-callback-token-0123456789'
+            '?md5=test-checksum-secret</textarea>') in page
+    assert "Answers (backend: noop)." in page
+    assert "accepted" in page  # the last notification
+    admin.get("/admin/")
+    assert len(asked) == 1  # the balance is asked at most once a minute
+
+
+def test_dashboard_says_when_the_firewall_or_provider_does_not_answer(cfg, neighbour_table):
+    from admin_support import ADMIN_PASSWORD, sign_in
+
+    from portal import auth, create_app
+
+    class DeadFirewall(NoopFirewall):
+        def is_healthy(self):
+            return False
+
+    class FailingProvider:
+        def balance(self):
+            raise ProviderRejected(4, "IP blocked")
+
+    app = create_app(cfg, firewall=DeadFirewall(), provider=FailingProvider())
+    storage.upgrade(app.extensions["callpass"].engine)
+    auth.add_admin(app.extensions["callpass"].engine, "boss", ADMIN_PASSWORD)
+    client = app.test_client()
+    sign_in(client)
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "Does not answer (backend: noop). Guests cannot get online." in page
+    assert "has blocked this server" in page and "provider error 4: IP blocked" in page
+    app.extensions["callpass"].engine.dispose()

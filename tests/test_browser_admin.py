@@ -1,0 +1,105 @@
+"""The admin pages in real headless Chromium, on a real server: sign in through the form, change
+settings, end a guest's session, read the logs. Screenshots go to artifacts/screenshots/admin-*."""
+
+import pytest
+
+from admin_support import ADMIN_NAME, ADMIN_PASSWORD
+from browser import screenshot
+from conftest import GUEST_MAC
+from portal import auth
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def sign_in(page, base):
+    page.goto(base + "/admin/")
+    assert "/admin/login" in page.url
+    page.fill('[name="name"]', ADMIN_NAME)
+    page.fill('[name="password"]', ADMIN_PASSWORD)
+    page.click('button:has-text("Sign in")')
+    page.wait_for_url(base + "/admin/")
+
+
+def test_admin_on_a_phone(app, live_portal, phone_page, firewall):
+    auth.add_admin(app.extensions["callpass"].engine, ADMIN_NAME, ADMIN_PASSWORD)
+    guest = live_portal.guest
+    assert guest.start("+79161234567").status_code == 303
+    guest.call("79161234567")
+    base, page = live_portal.url, phone_page
+
+    page.goto(base + "/admin/login")
+    page.fill('[name="name"]', ADMIN_NAME)
+    page.fill('[name="password"]', "not the password")
+    page.click('button:has-text("Sign in")')
+    assert page.locator("#login-error").inner_text() == "Wrong name or password."
+    screenshot(page, "admin-login-phone")
+
+    sign_in(page, base)
+    assert page.locator("#online .figure").inner_text() == "1"
+    assert page.locator("#provider .good").inner_text().endswith("250.80")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "admin-dashboard-phone")
+
+    page.click('nav a:has-text("Settings")')
+    page.fill('[name="venue.name"]', "")
+    page.fill('[name="portal.session_minutes"]', "0")
+    page.click('button:has-text("Save")')
+    assert page.locator('[id="venue.name-error"]').inner_text() == "This cannot be empty."
+    assert page.locator('[id="portal.session_minutes-error"]').is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "admin-settings-errors-phone")
+    page.fill('[name="venue.name"]', "Café Fox")
+    page.fill('[name="portal.session_minutes"]', "90")
+    page.click('button:has-text("Save")')
+    assert "Saved." in page.locator(".flash.ok").inner_text()
+    assert page.locator('[name="portal.session_minutes"]').input_value() == "90"
+    # The guest page, by the portal's own name (localhost), shows the new name at once.
+    page.goto(base.replace("127.0.0.1", "localhost") + "/")
+    assert "Café Fox" in page.title()
+    page.goto(base + "/admin/sessions")
+    assert page.locator("#live tbody tr").count() == 1
+    screenshot(page, "admin-sessions-phone")
+    page.click('button:has-text("End now")')
+    assert "ended" in page.locator(".flash.ok").inner_text()
+    assert ("revoke", GUEST_MAC) in firewall.calls
+    assert page.locator("#ended tbody tr").count() == 1
+    assert b"You are online" not in guest.client.get("/").data
+
+    page.goto(base + "/admin/?lang=ru")
+    assert page.locator("h1").inner_text() == "Обзор"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "admin-dashboard-phone-ru")
+    page.click('nav a:has-text("Сеансы")')
+    assert "завершён администратором" in page.locator("#ended").inner_text()
+    screenshot(page, "admin-sessions-phone-ru")
+
+
+def test_admin_logs_on_a_desktop(app, live_portal, browser):
+    auth.add_admin(app.extensions["callpass"].engine, ADMIN_NAME, ADMIN_PASSWORD)
+    guest = live_portal.guest
+    guest.start("+79161234567")
+    guest.call("79161234567")
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        sign_in(page, live_portal.url)
+        screenshot(page, "admin-dashboard-desktop")
+        page.click('nav a:has-text("Identification log")')
+        assert page.locator("#log tbody tr").count() == 1
+        assert GUEST_MAC in page.locator("#log").inner_text()
+        screenshot(page, "admin-log-desktop")
+        with page.expect_download() as download:
+            page.click("#export")
+        path = download.value.path()
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+        assert lines[0].startswith("phone,mac,ip,") and GUEST_MAC in lines[1]
+        page.click('nav a:has-text("Settings")')
+        screenshot(page, "admin-settings-desktop")
+        page.click('nav a:has-text("Audit log")')
+        assert "exported the identification log" in page.locator("#audit").inner_text()
+        screenshot(page, "admin-audit-desktop")
+    finally:
+        context.close()
