@@ -30,12 +30,13 @@ def smsc(token):
     """Handle one SMSC notification; 200 "OK" when genuine, 403 when not."""
     svc = services()
     cfg = svc.config["callback"]
-    fields = {k: v[:MAX_VALUE] for k, v in list(request.values.items())[:MAX_FIELDS]}
+    fields = notification_fields(cfg["secret"])
     record = dict(fields=fields, phone=None, ts=None)
 
     if not cfg["token"] or not hmac.compare_digest(token.encode(), cfg["token"].encode()):
         return reject(record, 403, "wrong handler token")
-    if cfg["signature"] != "none" and not has_valid_checksum(fields, cfg["signature"], cfg["secret"]):
+    if cfg["signature"] != "none" and not has_valid_checksum(
+            fields, request.values.getlist(cfg["signature"])[:4], cfg["signature"], cfg["secret"]):
         return reject(record, 403, f"missing or wrong {cfg['signature']} checksum")
 
     caller = phone.from_provider(fields.get("phone"))
@@ -67,12 +68,27 @@ def smsc(token):
     return ok()
 
 
-def has_valid_checksum(fields, kind, secret):
-    """Whether the md5/sha1 field equals the digest of "phone:ts:secret" (constant-time)."""
-    given = fields.get(kind, "").lower()
+def notification_fields(secret):
+    """The notification's fields, form over query string, capped; the secret itself is masked.
+
+    The handler URL may carry the checksum secret (`…?md5=<secret>`), so a value equal to it is
+    never stored.
+    """
+    fields = {}
+    for source in (request.args, request.form):
+        for key, value in list(source.items())[:MAX_FIELDS]:
+            fields[key[:MAX_VALUE]] = "(secret)" if secret and value == secret else value[:MAX_VALUE]
+    return fields
+
+
+def has_valid_checksum(fields, given, kind, secret):
+    """Whether one of the given md5/sha1 values is the digest of "phone:ts:secret" (constant-time).
+
+    Several values may arrive when the handler URL's own `md5=<secret>` is kept in the query.
+    """
     material = f"{fields.get('phone', '')}:{fields.get('ts', '')}:{secret}".encode()
-    expected = hashlib.new(kind, material).hexdigest()
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+    expected = hashlib.new(kind, material).hexdigest().encode()
+    return any(hmac.compare_digest(value.lower().encode(), expected) for value in given)
 
 
 def is_replay(caller, ts):

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import config as config_module
-from . import create_app, idlog, sessions, storage, verification
+from . import auth, create_app, idlog, sessions, settings, storage, verification
 from .firewall import FirewallError, NoopFirewall
 
 log = logging.getLogger("portal")
@@ -73,7 +73,12 @@ def fw_sync(config_path):
     except FirewallError as exc:
         click.echo(f"callpass: firewall failed: {exc}", err=True)
         sys.exit(1)
+    with app.app_context():
+        failures = settings.sync_garden(svc)
+    for failure in failures:
+        click.echo(f"callpass: walled garden: {failure}", err=True)
     click.echo(f"firewall in sync: {allowed} allowed, {revoked} revoked")
+    sys.exit(1 if failures else 0)
 
 
 @main.command()
@@ -94,11 +99,11 @@ def serve(config_path):
     app = create_app(cfg)
     svc = app.extensions["callpass"]
     storage.upgrade(svc.engine)
-    start_maintenance(svc)
+    start_maintenance(app)
     host, port = split_listen(cfg["portal"]["listen"])
     log.info("callpass serving on %s (public URL %s, firewall %s)",
              cfg["portal"]["listen"], cfg["portal"]["public_url"], svc.firewall.name)
-    run_waitress(app, host, port, cfg["portal"]["threads"])
+    run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["trusted_proxy"])
 
 
 @main.command()
@@ -126,11 +131,15 @@ def demo(host, port):
     app = create_app(cfg, demo=True, firewall=NoopFirewall(), simulator_url=simulator.url)
     svc = app.extensions["callpass"]
     storage.upgrade(svc.engine)
-    start_maintenance(svc)
+    admin_password = secrets.token_urlsafe(12)
+    auth.add_admin(svc.engine, "demo", admin_password)
+    start_maintenance(app)
     click.echo(f"callpass demo\n  portal:    http://{shown_host}:{port}/\n"
-               f"  simulator: {simulator.url}/sim/\n  data:      {folder}\n"
+               f"  admin:     http://{shown_host}:{port}/admin/  (user demo, password "
+               f"{admin_password}; from this machine only)\n"
+               f"  simulator: http://{shown_host}:{port + 1}/sim/\n  data:      {folder}\n"
                "Open the portal, enter a phone number (e.g. +7 916 123-45-67) and press "
-               "'Simulate the call'. Ctrl+C stops.")
+               "'Simulate the call (demo)'. Ctrl+C stops.")
     try:
         run_waitress(app, host, port, 8)
     finally:
@@ -161,17 +170,26 @@ from .admin_cli import admin_group  # noqa: E402  (commands of the admin issue l
 main.add_command(admin_group)
 
 
-def run_waitress(app, host, port, threads):
-    """Serve app with waitress, the production WSGI server (pure Python, runs on small routers)."""
+def run_waitress(app, host, port, threads, trusted_proxy=""):
+    """Serve app with waitress, the production WSGI server (pure Python, runs on small routers).
+
+    Forwarded headers are dropped unless they come from portal.trusted_proxy (a TLS proxy on the
+    gateway); guests can never choose the address they are identified by.
+    """
     import waitress
 
+    proxy = {}
+    if trusted_proxy:
+        proxy = dict(trusted_proxy=trusted_proxy, trusted_proxy_count=1,
+                     trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
     waitress.serve(app, host=host, port=port, threads=threads, ident="callpass",
-                   clear_untrusted_proxy_headers=True)
+                   clear_untrusted_proxy_headers=True, **proxy)
 
 
-def start_maintenance(svc):
-    """Sync the firewall now, then expire verifications and sessions every minute in a thread;
-    purge the identification log at start and then once a day."""
+def start_maintenance(app):
+    """Sync the firewall (sessions and walled garden) now, then expire verifications and sessions
+    every minute in a thread; purge the identification log at start and then once a day."""
+    svc = app.extensions["callpass"]
     next_purge = time.monotonic()
 
     def tick():
@@ -194,6 +212,9 @@ def start_maintenance(svc):
         tick()
     except FirewallError as exc:
         log.error("firewall sync at start failed (is `callpass-fw up` done?): %s", exc)
+    with app.app_context():
+        for failure in settings.sync_garden(svc):
+            log.error("walled garden: %s", failure)
     stop = threading.Event()
     threading.Thread(target=loop, name="callpass-maintenance", daemon=True).start()
     return stop

@@ -60,6 +60,7 @@ DEFAULTS = {
         "firewall": "script",
         "script": "/usr/local/sbin/callpass-fw",
         "script_timeout_seconds": 10,
+        "garden": [],
     },
     "admin": {
         "allow_from": ["127.0.0.0/8", "::1/128"],
@@ -215,6 +216,11 @@ def problems(config, demo=False):
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             found.append(f"admin.allow_from: {network!r} is not an address or network")
+    for entry in config["gateway"]["garden"]:
+        try:
+            ipaddress.ip_network(entry, strict=True)
+        except ValueError:
+            found.append(f"gateway.garden: {entry!r} is not an address or network (e.g. 203.0.113.0/24)")
     if config["admin"]["retention_days"] < 1:
         found.append("admin.retention_days must be at least 1")
     if callback["signature"] not in SIGNATURES:

@@ -30,16 +30,10 @@ EDITABLE = (
 )
 SECRETS = ("provider.password", "provider.apikey")
 
-# Settings the config file does not (yet) carry, with their defaults.
-EXTRA_DEFAULTS = {"gateway.garden": []}
-
 
 def load(svc):
     """The file config with every stored override applied (a fresh copy)."""
     merged = copy.deepcopy(svc.config)
-    for key, value in EXTRA_DEFAULTS.items():
-        section, _, name = key.partition(".")
-        merged.setdefault(section, {}).setdefault(name, copy.deepcopy(value))
     with svc.engine.connect() as conn:
         rows = conn.execute(select(setting.c.key, setting.c.value)).all()
     for key, value in rows:

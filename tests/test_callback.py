@@ -124,3 +124,16 @@ def test_one_phone_keeps_at_most_devices_per_phone_online(app, make_guest, firew
     assert len(live) == 2
     revoked = [c[1] for c in firewall.calls if c[0] == "revoke"]
     assert len(revoked) == 1 and revoked[0] not in {row.mac for row in live}
+
+
+def test_handler_url_carrying_the_secret_still_works_and_the_secret_is_not_stored(guest, app):
+    """The admin page shows the handler URL as …?md5=<secret>; the provider may keep that query."""
+    from conftest import CALLBACK_SECRET
+
+    guest.start("+79161234567")
+    url = f"/callback/smsc/{CALLBACK_TOKEN}?md5={CALLBACK_SECRET}"
+    assert guest.client.post(url, data=signed_fields("79161234567")).data == b"OK"
+    assert guest.status()["state"] == "confirmed"
+    forged = guest.client.post(url, data=signed_fields("79161234567", secret="guess"))
+    assert forged.status_code == 403
+    assert all(CALLBACK_SECRET not in n.fields for n in notifications(app))
