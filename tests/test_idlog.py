@@ -152,7 +152,7 @@ def test_purge_command_and_the_daily_maintenance(app, tmp_path):
     assert "1 sessions, 1 verifications, 0 notifications" in result.output
 
     add_session(engine, started=old, mac="02:cc:00:00:00:02")
-    stop = cli.start_maintenance(app.extensions["callpass"])  # purges at start, then daily
+    stop = cli.start_maintenance(app)  # purges at start, then daily
     stop.set()
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(storage.access_session)).scalar() == 0
