@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv system-packages system-packages-tests clean
+.PHONY: demo test bench venv system-packages system-packages-tests clean
 
 demo: system-packages venv
 	$(BIN)/callpass demo
@@ -28,3 +28,7 @@ system-packages-tests:
 
 clean:
 	rm -rf $(VENV) build dist artifacts .pytest_cache
+
+# Benchmarks for the figures the issues name (time to online, form size, CSV export of 1e6 rows).
+bench: venv
+	$(BIN)/python tests/benchmarks.py
