@@ -275,6 +275,17 @@ def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
 
 
 @pytest.mark.netns
+def test_tls_port_opens_the_gateway_proxy_port_to_guests(topo, fw):
+    with topo.http_server("gateway", 8443, body="tls proxy"):
+        assert web(topo, "guest1", f"http://{topo.gateway.ip}:8443/") == "dropped"
+        ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT),
+              "--tls-port", "8443"))
+        assert web(topo, "guest1", f"http://{topo.gateway.ip}:8443/") == "tls proxy"
+    assert fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT),
+              "--tls-port", "443; drop").returncode == 2
+
+
+@pytest.mark.netns
 def test_portal_ip_sends_web_there_with_dnat(topo, fw):
     ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT),
           "--portal-ip", topo.gateway.ip))
