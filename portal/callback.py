@@ -14,6 +14,7 @@ from flask import Blueprint, request
 from sqlalchemy import select
 
 from . import phone, services, settings, verification
+from .extensions import limiter
 from .storage import notification, utcnow
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,14 @@ MAX_FIELDS = 30
 MAX_VALUE = 200
 
 
+def was_refused(response):
+    """Only refused notifications count against the limit: the provider's genuine ones never do."""
+    return response.status_code != 200
+
+
+# Guests can reach this URL too; without a limit, forged requests would fill the notification log.
 @bp.route("/callback/smsc/<token>", methods=["GET", "POST"])
+@limiter.limit("30 per minute", deduct_when=was_refused)
 def smsc(token):
     """Handle one SMSC notification; 200 "OK" when genuine, 403 when not."""
     svc = services()

@@ -137,3 +137,10 @@ def test_handler_url_carrying_the_secret_still_works_and_the_secret_is_not_store
     forged = guest.client.post(url, data=signed_fields("79161234567", secret="guess"))
     assert forged.status_code == 403
     assert all(CALLBACK_SECRET not in n.fields for n in notifications(app))
+
+
+def test_forged_notifications_are_rate_limited_per_address(client, app):
+    for _ in range(30):
+        assert notify(client, "79161234567", token="wrong-token-0123456789").status_code == 403
+    assert notify(client, "79161234567", token="wrong-token-0123456789").status_code == 429
+    assert len(notifications(app)) == 30
