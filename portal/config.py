@@ -245,12 +245,3 @@ def problems(config, demo=False):
         found.append("provider.login and provider.password (or provider.apikey) must be set")
     return found
 
-
-def public_view(config):
-    """The config with secrets masked, for logs and the admin page."""
-    shown = copy.deepcopy(config)
-    for section, key in (("portal", "secret_key"), ("provider", "password"),
-                         ("provider", "apikey"), ("callback", "token"), ("callback", "secret")):
-        if shown[section][key]:
-            shown[section][key] = "********"
-    return shown

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
                         String, Table,
-                        Text, create_engine, event, inspect, select)
+                        Text, create_engine, event, select)
 from sqlalchemy.types import TypeDecorator
 
 SCHEMA_VERSION = 1
@@ -158,11 +158,3 @@ def upgrade(engine):
                                f"({SCHEMA_VERSION}); upgrade callpass")
         # Later versions add their ALTER steps here, keyed on row.version.
 
-
-def schema_version(engine):
-    """The recorded schema version, or None when upgrade() has never run."""
-    if not inspect(engine).has_table("schema_info"):
-        return None
-    with engine.connect() as conn:
-        row = conn.execute(select(schema_info.c.version)).first()
-    return row.version if row else None

@@ -72,7 +72,3 @@ def test_check_config_command(tmp_path):
     missing = run(tmp_path / "absent.toml")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
 
-
-def test_secrets_are_masked_for_display():
-    cfg = config.load(None, environ={"CALLPASS_PROVIDER_PASSWORD": "hunter2"})
-    assert "hunter2" not in repr(config.public_view(cfg))
