@@ -17,8 +17,12 @@ from .storage import access_session, utcnow
 log = logging.getLogger(__name__)
 
 
-def grant_access(engine, firewall, mac, ip, phone, minutes, verification_id=None):
-    """Open a session of `minutes` for mac (ending any open one of that MAC) and allow it."""
+def grant_access(engine, firewall, mac, ip, phone, minutes, verification_id=None,
+                 devices_per_phone=0):
+    """Open a session of `minutes` for mac (ending any open one of that MAC) and allow it.
+
+    With devices_per_phone, the phone's oldest sessions beyond that many are ended.
+    """
     now = utcnow()
     ends = now + timedelta(minutes=minutes)
     with engine.begin() as conn:
@@ -34,6 +38,7 @@ def grant_access(engine, firewall, mac, ip, phone, minutes, verification_id=None
     except FirewallError as exc:
         log.error("firewall refused to allow %s (session %s kept, next sync retries): %s",
                   mac, session_id, exc)
+    limit_devices(engine, firewall, phone, devices_per_phone)
     return session_id
 
 

@@ -70,9 +70,7 @@ def confirm_call(engine, firewall, phone, session_minutes, devices_per_phone=3):
                          .values(state=CONFIRMED, confirmed_at=now))
     for row in waiting:
         sessions.grant_access(engine, firewall, row.mac, row.ip, row.phone, session_minutes,
-                              verification_id=row.id)
-    if waiting:
-        sessions.limit_devices(engine, firewall, phone, devices_per_phone)
+                              verification_id=row.id, devices_per_phone=devices_per_phone)
     return waiting
 
 
@@ -99,8 +97,7 @@ def remember_device(engine, firewall, phone, mac, ip, days, session_minutes, dev
             token=token, phone=phone, mac=mac, ip=ip, call_number="", state=CONFIRMED,
             created_at=now, expires_at=now, confirmed_at=now)).inserted_primary_key[0]
     sessions.grant_access(engine, firewall, mac, ip, phone, session_minutes,
-                          verification_id=verification_id)
-    sessions.limit_devices(engine, firewall, phone, devices_per_phone)
+                          verification_id=verification_id, devices_per_phone=devices_per_phone)
     return find(engine, token)
 
 
