@@ -39,10 +39,21 @@ def start_verification(engine, provider, phone, mac, ip, minutes):
 
 
 def find(engine, token):
-    """The verification with this token (its state brought up to date), or None."""
-    expire_overdue(engine)
+    """The verification with this token (its state brought up to date), or None.
+
+    The wait page polls this, so it only writes when this one verification's window has just
+    closed; the maintenance thread expires the rest.
+    """
+    query = select(verification).where(verification.c.token == token)
     with engine.connect() as conn:
-        return conn.execute(select(verification).where(verification.c.token == token)).first()
+        row = conn.execute(query).first()
+    if row is None or row.state != PENDING or row.expires_at > utcnow():
+        return row
+    with engine.begin() as conn:
+        conn.execute(update(verification)
+                     .where(verification.c.id == row.id, verification.c.state == PENDING)
+                     .values(state=EXPIRED))
+        return conn.execute(query).first()
 
 
 def expire_overdue(engine):
