@@ -17,7 +17,7 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import and_, func, or_, select
 
-from . import (asset_folder, audit, auth, idlog, phone, services, sessions, settings,
+from . import (asset_folder, audit, auth, guest, idlog, phone, services, sessions, settings,
                verification)
 from .extensions import limiter
 from .firewall import FirewallError, normalise_mac
@@ -356,13 +356,8 @@ def render_settings(effective, errors):
         limits=settings.NUMBERS, languages=settings.LANGUAGES)
 
 
-@bp.get("/logo")
-def logo():
-    found = settings.logo(services())
-    if found is None:
-        abort(404)
-    data, content_type = found
-    return Response(data, mimetype=content_type, headers={"Cache-Control": "no-store"})
+# The settings page's preview: the guest view, under /admin so it answers by any host name.
+bp.add_url_rule("/logo", "logo", guest.venue_logo)
 
 
 # --- Sessions -----------------------------------------------------------------------------------
