@@ -2,6 +2,7 @@
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,8 +10,9 @@ from flask import Flask, current_app
 
 from . import config as config_module
 from . import firewall as firewall_module
-from . import storage
+from . import sessions, storage
 from .extensions import limiter
+from .firewall_sync import FirewallWorker
 from .provider import SmscClient
 
 HERE = Path(__file__).resolve().parent
@@ -24,6 +26,9 @@ class Services:
     engine: object
     provider: object
     firewall: object
+    firewall_worker: FirewallWorker  # started by `serve` and `demo`, not by create_app
+    online: object                   # sessions.OnlineCache: who is online, for probes
+    provider_slots: object           # a semaphore: provider calls in flight at once
     is_demo: bool = False
     simulator_url: str = ""
     cache: dict = field(default_factory=dict)  # small per-app caches (provider status)
@@ -56,11 +61,17 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=portal["public_url"].startswith("https://"),
     )
+    engine = engine if engine is not None else storage.connect(portal["database"])
+    firewall = firewall if firewall is not None else firewall_module.from_config(config["gateway"])
+    online = sessions.OnlineCache(engine)
     app.extensions["callpass"] = Services(
         config=config,
-        engine=engine if engine is not None else storage.connect(portal["database"]),
+        engine=engine,
+        online=online,
         provider=provider if provider is not None else SmscClient.from_config(config["provider"]),
-        firewall=firewall if firewall is not None else firewall_module.from_config(config["gateway"]),
+        firewall=firewall,
+        firewall_worker=FirewallWorker(engine, firewall, on_applied=online.clear),
+        provider_slots=threading.BoundedSemaphore(config["provider"]["max_concurrent"]),
         is_demo=demo,
         simulator_url=simulator_url,
     )
@@ -69,6 +80,7 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     from . import admin, callback, captive, errors, guest, health, i18n
     i18n.init_app(app)
     app.register_blueprint(captive.bp)
+    app.wsgi_app = captive.CaptiveGate(app)
     app.register_blueprint(guest.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(health.bp)

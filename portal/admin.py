@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, or_, select
 from . import (asset_folder, audit, auth, guest, idlog, phone, services, sessions, settings,
                verification)
 from .extensions import limiter
-from .firewall import FirewallError, normalise_mac
+from .firewall import normalise_mac
 from .health import provider_status
 from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
 from .settings import N_
@@ -265,7 +265,7 @@ def overview(svc):
                                      "meaning": explain_failure(failure.failure)},
         "last_notice": last_notice,
         "provider": provider_status(svc),
-        "firewall_ok": svc.firewall.is_healthy(),
+        "firewall": svc.firewall_worker.status(),
         "firewall_name": svc.firewall.name,
         "handler_url": handler_url(svc.config),
         "signature": svc.config["callback"]["signature"],
@@ -421,13 +421,10 @@ def back_to_sessions():
 def end_session(session_id):
     svc = services()
     row = open_session(session_id)
-    try:
-        sessions.end_session(svc.engine, svc.firewall, session_id, "admin")
-        flash(_("Session of %(mac)s (%(phone)s) ended; the device is offline.",
-                mac=row.mac, phone=row.phone), "ok")
-    except FirewallError as exc:
-        flash(_("The session is ended in the records, but the firewall did not answer: %(why)s. "
-                "It is retried every minute.", why=str(exc)), "error")
+    if sessions.end_session(svc.engine, session_id, "admin"):
+        svc.firewall_worker.wake()
+    flash(_("Session of %(mac)s (%(phone)s) ended; the device is offline.",
+            mac=row.mac, phone=row.phone), "ok")
     note(audit.SESSION_END, f"session {session_id}, {row.mac}, {row.phone}")
     return back_to_sessions()
 
@@ -446,13 +443,10 @@ def extend_session(session_id):
         flash(_("A session can run at most %(days)s days from now.", days=longest // 1440),
               "error")
         return back_to_sessions()
-    try:
-        sessions.extend_session(svc.engine, svc.firewall, session_id, minutes)
-        flash(_("Session of %(mac)s extended until %(time)s.", mac=row.mac,
-                time=format_utc(new_end)), "ok")
-    except FirewallError as exc:
-        flash(_("The session is extended in the records, but the firewall did not answer: "
-                "%(why)s. It is retried every minute.", why=str(exc)), "error")
+    if sessions.extend_session(svc.engine, session_id, minutes):
+        svc.firewall_worker.wake()
+    flash(_("Session of %(mac)s extended until %(time)s.", mac=row.mac,
+            time=format_utc(new_end)), "ok")
     note(audit.SESSION_EXTEND, f"session {session_id}, {row.mac}, +{minutes} min")
     return back_to_sessions()
 

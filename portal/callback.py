@@ -11,9 +11,9 @@ import logging
 import time
 
 from flask import Blueprint, request
-from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from . import phone, services, settings, verification
+from . import phone, services, settings, storage, verification
 from .extensions import limiter
 from .storage import notification, utcnow
 
@@ -62,18 +62,36 @@ def smsc(token):
         # Other events (delivery statuses, incoming SMS) share the handler URL: accept, do nothing.
         save(record, "ignored", "not a call-confirmation event")
         return ok()
-    if is_replay(caller, ts):
-        save(record, "replay", "the same phone and ts were already accepted")
+    try:
+        confirmed = record_call(svc.engine, record)
+    except IntegrityError:
+        # The unique index on (phone, ts) says this call was acted on already.
+        save(record, "replay", "the same phone and ts were already acted on")
         return ok()
-
-    portal = settings.current()["portal"]
-    confirmed = verification.confirm_call(svc.engine, svc.firewall, caller,
-                                          portal["session_minutes"], portal["devices_per_phone"])
     if confirmed:
-        save(record, "accepted", f"confirmed {len(confirmed)} verification(s)")
-    else:
-        save(record, "unmatched", "nobody with this phone is waiting for a call")
+        svc.firewall_worker.wake()
     return ok()
+
+
+def record_call(engine, record):
+    """Confirm the caller's waiting verifications and log the notification, in one transaction.
+
+    The notification row goes first: a second one with the same phone and ts fails on the
+    unique index (IntegrityError) before anything else is written.
+    """
+    portal = settings.current()["portal"]
+    with storage.begin(engine) as conn:
+        notification_id = conn.execute(notification.insert().values(
+            **row_values(record), verdict="accepted", reason="")).inserted_primary_key[0]
+        confirmed = verification.confirm_call(conn, record["phone"], portal["session_minutes"],
+                                              portal["devices_per_phone"])
+        if confirmed:
+            verdict, reason = "accepted", f"confirmed {len(confirmed)} verification(s)"
+        else:
+            verdict, reason = "unmatched", "nobody with this phone is waiting for a call"
+        conn.execute(notification.update().where(notification.c.id == notification_id)
+                     .values(verdict=verdict, reason=reason))
+    return confirmed
 
 
 def notification_fields(secret):
@@ -99,14 +117,6 @@ def has_valid_checksum(fields, given, kind, secret):
     return any(hmac.compare_digest(value.lower().encode(), expected) for value in given)
 
 
-def is_replay(caller, ts):
-    """Whether a notification with this phone and ts was already acted on."""
-    with services().engine.connect() as conn:
-        return conn.execute(select(notification.c.id).where(
-            notification.c.phone == caller, notification.c.ts == ts,
-            notification.c.verdict.in_(("accepted", "unmatched")))).first() is not None
-
-
 def reject(record, status, reason):
     """Record a refused notification and answer with status."""
     log.warning("callback refused from %s: %s", request.remote_addr, reason)
@@ -114,14 +124,18 @@ def reject(record, status, reason):
     return reason, status, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+def row_values(record):
+    """The notification log's columns for record, stamped now. Checksums are kept: not secrets."""
+    return dict(received_at=utcnow(), remote_addr=request.remote_addr or "",
+                phone=record["phone"], ts=record["ts"],
+                fields=json.dumps(record["fields"], ensure_ascii=False, sort_keys=True))
+
+
 def save(record, verdict, reason):
-    """Add one row to the notification log. Checksums are kept: they are not secrets."""
-    with services().engine.begin() as conn:
-        conn.execute(notification.insert().values(
-            received_at=utcnow(), remote_addr=request.remote_addr or "",
-            phone=record["phone"], ts=record["ts"],
-            fields=json.dumps(record["fields"], ensure_ascii=False, sort_keys=True),
-            verdict=verdict, reason=reason))
+    """Add one row to the notification log."""
+    with storage.begin(services().engine) as conn:
+        conn.execute(notification.insert().values(**row_values(record), verdict=verdict,
+                                                  reason=reason))
 
 
 def ok():

@@ -10,9 +10,10 @@ Also here: the RFC 8908 Captive Portal API (`/api/captive`), which RFC 8910's DH
 announces, so that phones learn they are captive without any interception.
 """
 
-from urllib.parse import urlencode, urljoin, urlsplit
+from html import escape
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, jsonify, request
 
 from . import neighbours, services, sessions
 
@@ -90,12 +91,13 @@ def host_name(host):
         return ""
 
 
-def portal_host():
+def portal_host(svc=None):
     """The host name guests are sent to (from portal.public_url)."""
-    return host_name(urlsplit(services().config["portal"]["public_url"]).netloc)
+    svc = svc or services()
+    return host_name(urlsplit(svc.config["portal"]["public_url"]).netloc)
 
 
-def probe_kind(host, path, user_agent=""):
+def probe_kind(host, path, user_agent="", portal=None):
     """Which OS probe a request to host+path from user_agent is ("apple", "android", …), or None.
 
     The User-Agent only counts for other hosts: the sign-in sheet's own browser may carry the
@@ -103,7 +105,7 @@ def probe_kind(host, path, user_agent=""):
     """
     if path in PROBE_PATHS:
         return PROBE_PATHS[path]
-    if host == portal_host():
+    if host == (portal if portal is not None else portal_host()):
         return None
     if host in PROBE_HOSTS:
         return PROBE_HOSTS[host]
@@ -113,37 +115,25 @@ def probe_kind(host, path, user_agent=""):
     return None
 
 
-def device_identity():
-    """(ip, mac) of the requesting device, from the socket and the neighbour table (never from
-    anything the guest sends). mac is None off the LAN; demo mode gives the loopback browser a
-    stand-in."""
-    svc = services()
-    ip = request.remote_addr or ""
+def identify(svc, ip):
+    """(ip, mac) of the device at ip, from the neighbour table (never from anything the guest
+    sends). mac is None off the LAN; demo mode gives the loopback browser a stand-in."""
     mac = neighbours.mac_for_ip(ip, svc.config["portal"]["neighbour_table"])
     if mac is None and svc.is_demo:
         mac = neighbours.stand_in_mac(ip)
     return ip, mac
 
 
-def device_session():
-    """The open session of the requesting device, or None."""
+def device_identity():
+    """(ip, mac) of the requesting device: the socket's address and the neighbour table."""
+    return identify(services(), request.remote_addr or "")
+
+
+def online_session():
+    """The requesting device's session that the firewall already lets through, or None."""
     _ip, mac = device_identity()
-    return sessions.active_session(services().engine, mac) if mac else None
-
-
-def to_portal(original=""):
-    """A 302 to the portal's form, `continue` naming where the guest was going (if anywhere)."""
-    url = services().config["portal"]["public_url"]
-    if original and len(original) <= MAX_CONTINUE:  # a cut address would be a broken link
-        url += ("&" if "?" in url else "?") + urlencode({"continue": original})
-    response = redirect(url, code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def requested_url():
-    """The address this request was for, as the guest's browser saw it."""
-    return f"http://{request.host}{request.full_path.rstrip('?')}"
+    session = sessions.active_session(services().engine, mac) if mac else None
+    return session if sessions.is_online(session) else None
 
 
 def is_any_host_path(path):
@@ -152,27 +142,74 @@ def is_any_host_path(path):
                for prefix in ANY_HOST_PATHS)
 
 
-@bp.before_app_request
-def intercept():
-    """Send probes and other sites' pages to the portal; answer online devices' probes."""
-    if is_any_host_path(request.path):
-        return None
-    host = host_name(request.host)
-    kind = probe_kind(host, request.path, request.headers.get("User-Agent", ""))
-    if kind is None:
-        # The demo is browsed at whatever address the machine has: only probes are caught there.
-        if host == portal_host() or services().is_demo:
-            return None
-        # Another site's page: the portal (the form, or "you are online") with a link back to it.
-        return to_portal(requested_url())
-    answer = ONLINE_ANSWERS[kind]
-    if answer is not None and device_session() is not None:
-        body, status, mimetype = answer
-        response = Response(body, status=status, mimetype=mimetype)
-        response.headers["Cache-Control"] = "no-store"
-        return response
-    # A probe's own address is no page to go back to.
-    return to_portal()
+class CaptiveGate:
+    """WSGI middleware in front of Flask: sends probes and other sites' pages to the portal, and
+    answers online devices' probes.
+
+    Every device on the LAN sends probes, often and all at once when it joins, so they are
+    answered here, before Flask builds a request (`make bench` compares the rate with a minimal
+    Flask app). Everything else — the portal's own pages — goes on to Flask.
+    """
+
+    def __init__(self, flask_app):
+        self.svc = flask_app.extensions["callpass"]
+        self.flask_wsgi = flask_app.wsgi_app
+        self.portal = portal_host(self.svc)
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO") or "/"
+        if is_any_host_path(path):
+            return self.flask_wsgi(environ, start_response)
+        raw_host = environ.get("HTTP_HOST", "")
+        host = host_name(raw_host)
+        kind = probe_kind(host, path, environ.get("HTTP_USER_AGENT", ""), self.portal)
+        if kind is None:
+            # The demo is browsed at whatever address the machine has: only probes are caught there.
+            if host == self.portal or self.svc.is_demo:
+                return self.flask_wsgi(environ, start_response)
+            # Another site's page: the portal (the form, or "you are online") with a link back.
+            return self.to_portal(start_response, requested_url(raw_host, path, environ))
+        answer = ONLINE_ANSWERS[kind]
+        if answer is not None and self.is_online(environ.get("REMOTE_ADDR") or ""):
+            body, status, mimetype = answer
+            return respond(start_response, status, body, mimetype)
+        # A probe's own address is no page to go back to.
+        return self.to_portal(start_response)
+
+    def is_online(self, ip):
+        """Whether the device at ip is online (a second-long cache: probes come in bursts)."""
+        _ip, mac = identify(self.svc, ip)
+        return mac is not None and self.svc.online.online_session(mac) is not None
+
+    def to_portal(self, start_response, original=""):
+        """A 302 to the portal's form, `continue` naming where the guest was going (if anywhere)."""
+        url = self.svc.config["portal"]["public_url"]
+        if original and len(original) <= MAX_CONTINUE:  # a cut address would be a broken link
+            url += ("&" if "?" in url else "?") + urlencode({"continue": original})
+        body = f'<!doctype html>\n<title>Sign in to the Wi-Fi</title>\n<a href="{escape(url)}">' \
+               f"{escape(url)}</a>\n"
+        return respond(start_response, 302, body, "text/html", [("Location", url)])
+
+
+STATUS_LINES = {200: "200 OK", 204: "204 No Content", 302: "302 Found"}
+
+
+def respond(start_response, status, body, mimetype, extra=()):
+    """Send a small, never-cached answer."""
+    data = body.encode("utf-8")
+    content_type = f"{mimetype}; charset=utf-8" if mimetype.startswith("text/") else mimetype
+    start_response(STATUS_LINES[status], [("Content-Type", content_type),
+                                          ("Content-Length", str(len(data))),
+                                          ("Cache-Control", "no-store"), *extra])
+    return [data] if status != 204 else []
+
+
+def requested_url(raw_host, path, environ):
+    """The address this request was for, as the guest's browser saw it."""
+    # WSGI gives the path decoded as latin-1; quote it back as the browser sent it.
+    quoted = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~%")
+    query = environ.get("QUERY_STRING", "")
+    return f"http://{raw_host}{quoted}" + (f"?{query}" if query else "")
 
 
 def continue_url(value):
@@ -199,7 +236,7 @@ def continue_url(value):
 def captive_api():
     """RFC 8908 Captive Portal API for the asking device."""
     public_url = services().config["portal"]["public_url"]
-    session = device_session()
+    session = online_session()
     body = {
         "captive": session is None,
         "user-portal-url": public_url,

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import config as config_module
-from . import auth, create_app, idlog, sessions, settings, storage, verification
+from . import auth, create_app, firewall_sync, idlog, sessions, settings, storage, verification
 from .firewall import FirewallError, NoopFirewall
 
 log = logging.getLogger("portal")
@@ -69,7 +69,8 @@ def fw_sync(config_path):
     svc = app.extensions["callpass"]
     storage.upgrade(svc.engine)
     try:
-        allowed, revoked = sessions.sync_firewall(svc.engine, svc.firewall)
+        allowed, revoked = firewall_sync.sync_all(svc.engine, svc.firewall)
+        firewall_sync.apply_pending(svc.engine, svc.firewall)
     except FirewallError as exc:
         click.echo(f"callpass: firewall failed: {exc}", err=True)
         sys.exit(1)
@@ -99,11 +100,12 @@ def serve(config_path):
     app = create_app(cfg)
     svc = app.extensions["callpass"]
     storage.upgrade(svc.engine)
-    start_maintenance(app)
+    start_background(app)
     host, port = split_listen(cfg["portal"]["listen"])
     log.info("callpass serving on %s (public URL %s, firewall %s)",
              cfg["portal"]["listen"], cfg["portal"]["public_url"], svc.firewall.name)
-    run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["trusted_proxy"])
+    run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["connection_limit"],
+                 cfg["portal"]["trusted_proxy"])
 
 
 @main.command()
@@ -133,7 +135,7 @@ def demo(host, port):
     storage.upgrade(svc.engine)
     admin_password = secrets.token_urlsafe(12)
     auth.add_admin(svc.engine, "demo", admin_password)
-    start_maintenance(app)
+    start_background(app)
     click.echo(f"callpass demo\n  portal:    http://{shown_host}:{port}/\n"
                f"  admin:     http://{shown_host}:{port}/admin/  (user demo, password "
                f"{admin_password}; from this machine only)\n"
@@ -141,7 +143,7 @@ def demo(host, port):
                "Open the portal, enter a phone number (e.g. +7 916 123-45-67) and press "
                "'Simulate the call (demo)'. Ctrl+C stops.")
     try:
-        run_waitress(app, host, port, 8)
+        run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["connection_limit"])
     finally:
         simulator.stop()
 
@@ -170,11 +172,13 @@ from .admin_cli import admin_group  # noqa: E402  (commands of the admin issue l
 main.add_command(admin_group)
 
 
-def run_waitress(app, host, port, threads, trusted_proxy=""):
+def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
     """Serve app with waitress, the production WSGI server (pure Python, runs on small routers).
 
-    Forwarded headers are dropped unless they come from portal.trusted_proxy (a TLS proxy on the
-    gateway); guests can never choose the address they are identified by.
+    waitress reads each request whole in its event loop before a thread runs it, so threads are
+    only held by callpass's own work. Forwarded headers are dropped unless they come from
+    portal.trusted_proxy (a TLS proxy on the gateway); guests can never choose the address they
+    are identified by.
     """
     import waitress
 
@@ -183,38 +187,41 @@ def run_waitress(app, host, port, threads, trusted_proxy=""):
         proxy = dict(trusted_proxy=trusted_proxy, trusted_proxy_count=1,
                      trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
     waitress.serve(app, host=host, port=port, threads=threads, ident="callpass",
+                   connection_limit=connection_limit, backlog=2048,
+                   channel_timeout=60, cleanup_interval=15, asyncore_use_poll=True,
                    clear_untrusted_proxy_headers=True, **proxy)
 
 
-def start_maintenance(app):
-    """Sync the firewall (sessions and walled garden) now, then expire verifications and sessions
-    every minute in a thread; purge the identification log at start and then once a day."""
+def start_background(app):
+    """Start the firewall worker (its first pass restores the firewall from the database, in
+    batches) and the maintenance thread. Returns at once: the portal listens while they work.
+    Setting the returned event stops both."""
     svc = app.extensions["callpass"]
-    next_purge = time.monotonic()
+    svc.firewall_worker.start()
+    stop = threading.Event()
+    threading.Thread(target=maintain, args=(app, stop), name="callpass-maintenance",
+                     daemon=True).start()
+    return stop
 
-    def tick():
-        nonlocal next_purge
-        verification.expire_overdue(svc.engine)
-        if time.monotonic() >= next_purge:
-            next_purge = time.monotonic() + PURGE_SECONDS
-            log.info("daily purge: %s", idlog.purge_recorded(
-                svc.engine, svc.config["admin"]["retention_days"], "daily purge"))
-        sessions.sync_firewall(svc.engine, svc.firewall)
 
-    def loop():
-        while not stop.wait(MAINTENANCE_SECONDS):
-            try:
-                tick()
-            except Exception:  # keep serving; the next tick retries
-                log.exception("maintenance failed")
-
-    try:
-        tick()
-    except FirewallError as exc:
-        log.error("firewall sync at start failed (is `callpass-fw up` done?): %s", exc)
+def maintain(app, stop):
+    """Push the walled garden once, then every minute expire verifications and close sessions
+    (the only place time-derived state is written); purge the log at start and once a day."""
+    svc = app.extensions["callpass"]
     with app.app_context():
         for failure in settings.sync_garden(svc):
             log.error("walled garden: %s", failure)
-    stop = threading.Event()
-    threading.Thread(target=loop, name="callpass-maintenance", daemon=True).start()
-    return stop
+    next_purge = time.monotonic()
+    while True:
+        try:
+            verification.expire_overdue(svc.engine)
+            sessions.close_expired(svc.engine)
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + PURGE_SECONDS
+                log.info("daily purge: %s", idlog.purge_recorded(
+                    svc.engine, svc.config["admin"]["retention_days"], "daily purge"))
+        except Exception:  # keep serving; the next round retries
+            log.exception("maintenance failed")
+        if stop.wait(MAINTENANCE_SECONDS):
+            svc.firewall_worker.stop()
+            return

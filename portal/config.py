@@ -27,7 +27,8 @@ DEFAULTS = {
         "ratelimit_storage": "memory://",
         "limit_per_device": "5 per minute; 20 per hour",
         "limit_per_phone": "3 per 10 minutes; 10 per day",
-        "threads": 8,
+        "threads": 32,
+        "connection_limit": 1000,
         "trusted_proxy": "",
         "remember_days": 0,
         "devices_per_phone": 3,
@@ -48,7 +49,8 @@ DEFAULTS = {
         "login": "",
         "password": "",
         "apikey": "",
-        "timeout_seconds": 10,
+        "timeout_seconds": 8,
+        "max_concurrent": 8,
     },
     "callback": {
         "token": "",
@@ -229,8 +231,16 @@ def problems(config, demo=False):
         found.append(f"gateway.firewall must be one of {', '.join(FIREWALLS)}")
     if not provider["base_url"].startswith(("http://", "https://")):
         found.append("provider.base_url must start with http:// or https://")
-    if provider["timeout_seconds"] < 1:
-        found.append("provider.timeout_seconds must be at least 1")
+    if not 1 <= provider["timeout_seconds"] <= 60:
+        found.append("provider.timeout_seconds must be between 1 and 60")
+    if not 4 <= portal["threads"] <= 512:
+        found.append("portal.threads must be between 4 and 512")
+    if not 10 <= portal["connection_limit"] <= 10000:
+        found.append("portal.connection_limit must be between 10 and 10000")
+    if not 1 <= provider["max_concurrent"] <= portal["threads"] // 2:
+        found.append("provider.max_concurrent must be at least 1 and at most half of "
+                     f"portal.threads ({portal['threads'] // 2}), so other requests always "
+                     "find a free thread")
     if demo:
         return found
     if len(portal["secret_key"]) < 16 or portal["secret_key"] == DEMO_SECRET_KEY:

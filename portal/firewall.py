@@ -1,15 +1,18 @@
 """The gateway firewall, seen from Python: a narrow verb API over deploy/callpass-fw.
 
 `ScriptFirewall` runs the script with an argument list (never a shell) and checks every argument
-here first, as the script does again; `NoopFirewall` keeps the same bookkeeping in memory for demo
-mode and tests. Bad input raises ValueError before anything runs; a failing or hanging script
-raises FirewallError.
+here first, as the script does again; `apply` sends a batch of allow/revoke changes as lines on
+the script's stdin, made one nft transaction. `NoopFirewall` keeps the same bookkeeping in memory
+for demo mode and tests. Bad input raises ValueError before anything runs; a failing or hanging
+script raises FirewallError.
 """
 
 import ipaddress
 import json
 import math
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -36,6 +39,25 @@ def _check_seconds(seconds):
     if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_SECONDS:
         raise ValueError(f"seconds must be a whole number from 1 to {MAX_SECONDS}: {seconds!r}")
     return seconds
+
+
+def _check_change(change):
+    """One change for apply, checked and normalised: ("allow", mac, seconds | None) or
+    ("revoke", mac)."""
+    if isinstance(change, tuple) and len(change) == 3 and change[0] == "allow":
+        return ("allow", normalise_mac(change[1]), _check_seconds(change[2]))
+    if isinstance(change, tuple) and len(change) == 2 and change[0] == "revoke":
+        return ("revoke", normalise_mac(change[1]))
+    raise ValueError(f'a change is ("allow", mac, seconds or None) or ("revoke", mac): {change!r}')
+
+
+def _change_line(change):
+    """A checked change as a line of `callpass-fw apply`."""
+    if change[0] == "revoke":
+        return f"revoke {change[1]}\n"
+    if change[2] is None:
+        return f"allow {change[1]}\n"
+    return f"allow {change[1]} {change[2]}\n"
 
 
 def _check_up(lan, portal_port, portal_ip):
@@ -66,7 +88,11 @@ def _check_garden(action, cidr):
 
 
 class ScriptFirewall:
-    """deploy/callpass-fw, run as a subprocess (one at a time)."""
+    """deploy/callpass-fw, run as a subprocess (one at a time).
+
+    Each run gets its own session (process group), so a run that times out is killed together with
+    whatever it started (nft, awk), not only the shell.
+    """
 
     name = "script"
 
@@ -89,6 +115,17 @@ class ScriptFirewall:
     def revoke(self, mac: str) -> None:
         """Cut mac off at once; fine when it was not allowed."""
         self._run(["revoke", normalise_mac(mac)])
+
+    def apply(self, changes) -> None:
+        """Make a batch of changes in one nft transaction; an empty batch runs nothing.
+
+        changes: ("allow", mac, seconds or None) and ("revoke", mac) tuples; for a MAC named
+        twice the later change wins. Every change is checked before the script runs.
+        """
+        checked = [_check_change(change) for change in changes]
+        if not checked:
+            return
+        self._run(["apply"], stdin="".join(_change_line(change) for change in checked))
 
     def list(self) -> dict[str, int | None]:
         """Allowed MACs -> seconds left (None: no time limit)."""
@@ -116,21 +153,46 @@ class ScriptFirewall:
             return False
         return True
 
-    def _run(self, argv):
-        """Run the script with argv; its stdout, or FirewallError."""
+    def _run(self, argv, stdin=None):
+        """Run the script with argv (and stdin text, if given); its stdout, or FirewallError."""
+        command = [self.script, *argv]
         with self._lock:
             try:
-                result = subprocess.run([self.script, *argv], check=False, capture_output=True,
-                                        text=True, timeout=self.timeout_seconds)
-            except subprocess.TimeoutExpired:
-                raise FirewallError(f"{self.script} {argv[0]}: no answer within "
-                                    f"{self.timeout_seconds} s") from None
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    start_new_session=True)
             except OSError as exc:
                 raise FirewallError(f"{self.script} {argv[0]}: cannot run: {exc}") from None
-        if result.returncode != 0:
-            message = result.stderr.strip() or f"exit status {result.returncode}"
+            try:
+                stdout, stderr = process.communicate(stdin, timeout=self.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                raise FirewallError(f"{self.script} {argv[0]}: no answer within "
+                                    f"{self.timeout_seconds} s") from None
+            except BaseException:
+                _kill_group(process)  # interrupted: leave nothing running behind
+                raise
+        if process.returncode != 0:
+            message = stderr.strip() or f"exit status {process.returncode}"
             raise FirewallError(f"{self.script} {argv[0]}: {message}")
-        return result.stdout
+        return stdout
+
+
+def _kill_group(process):
+    """Kill a script run and everything it started (its process group), then reap it.
+
+    Killing only the shell would leave nft or awk running, possibly for minutes.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the group id is the pid: start_new_session
+    except ProcessLookupError:
+        pass  # the whole group has already exited
+    process.wait()
+    # A child that left the group could still hold the pipes open: close them, don't read them.
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _seconds_left(value):
@@ -146,7 +208,8 @@ class NoopFirewall:
 
     `calls` holds tuples such as ("up", lan, port, portal_ip), ("allow", mac, seconds),
     ("revoke", mac), ("list",), ("garden", action, cidr), ("down",); MACs normalised.
-    is_healthy() is not a verb and is not recorded.
+    apply() records each of its changes as the single verb would. is_healthy() is not a verb
+    and is not recorded.
     """
 
     name = "noop"
@@ -176,6 +239,22 @@ class NoopFirewall:
         with self._lock:
             self.calls.append(("revoke", mac))
             self._expiry.pop(mac, None)
+
+    def apply(self, changes) -> None:
+        """Make each change in order, recorded in `calls` like allow()/revoke() calls.
+
+        Every change is checked first: a bad one raises ValueError and nothing is recorded.
+        """
+        checked = [_check_change(change) for change in changes]
+        with self._lock:
+            now = time.monotonic()
+            for change in checked:
+                self.calls.append(change)
+                if change[0] == "revoke":
+                    self._expiry.pop(change[1], None)
+                else:
+                    seconds = change[2]
+                    self._expiry[change[1]] = None if seconds is None else now + seconds
 
     def list(self) -> dict[str, int | None]:
         """Allowed MACs -> seconds left (rounded up, like the script), expired ones dropped."""

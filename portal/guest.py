@@ -13,6 +13,7 @@ from . import captive, phone, services, sessions, settings, verification
 from .config import DEFAULTS
 from .extensions import limiter, portal_setting
 from .provider import ProviderRejected, ProviderUnavailable
+from .storage import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ PROVIDER_MESSAGES = {
 }
 UNAVAILABLE_MESSAGE = lazy_gettext("The phone service is not answering. "
                                    "Please try again in a minute.")
+BUSY_MESSAGE = lazy_gettext("Many guests are signing in right now. "
+                            "Please try again in a few seconds.")
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
 
 
@@ -100,13 +103,24 @@ def guest_headers(response):
     return response
 
 
+def typed_phone():
+    """(what was typed, the number in E.164 or the InvalidPhone), parsed once per request."""
+    if "callpass_phone" not in g:
+        typed = request.form.get("phone", "")
+        try:
+            parsed = phone.normalise(typed, settings.current()["portal"]["default_region"])
+        except phone.InvalidPhone as exc:
+            parsed = exc
+        g.callpass_phone = (typed, parsed)
+    return g.callpass_phone
+
+
 def phone_key():
     """Rate-limit key of the phone number being verified, normalised so formatting cannot dodge it."""
-    typed = request.form.get("phone", "")
-    try:
-        return "phone:" + phone.normalise(typed, settings.current()["portal"]["default_region"])
-    except phone.InvalidPhone:
+    typed, parsed = typed_phone()
+    if isinstance(parsed, phone.InvalidPhone):
         return "phone-invalid:" + "".join(ch for ch in typed if ch.isdigit())[:20]
+    return "phone:" + parsed
 
 
 def going_to():
@@ -130,7 +144,7 @@ def form_page(typed="", errors=None, status=200, headers=None):
 @bp.get("/")
 def index():
     """The phone form, or the 'you are online' page for a device that already has a session."""
-    session = captive.device_session()
+    session = captive.online_session()
     if session is not None:
         return online_page(session)
     return form_page()
@@ -153,12 +167,10 @@ def start():
     svc = services()
     effective = settings.current()
     portal = effective["portal"]
-    typed = request.form.get("phone", "")
+    typed, number = typed_phone()
     errors = {}
-    try:
-        number = phone.normalise(typed, portal["default_region"])
-    except phone.InvalidPhone as exc:
-        errors["phone"] = gettext(str(exc))
+    if isinstance(number, phone.InvalidPhone):
+        errors["phone"] = gettext(str(number))
     if effective["venue"]["require_terms"] and request.form.get("accept_terms") != "yes":
         errors["terms"] = str(TERMS_MESSAGE)
     if errors:
@@ -167,20 +179,28 @@ def start():
     if mac is None:
         return render_template("not_on_lan.html", ip=ip), 403
     row = verification.remember_device(
-        svc.engine, svc.firewall, number, mac, ip, portal["remember_days"],
+        svc.engine, number, mac, ip, portal["remember_days"],
         portal["session_minutes"], portal["devices_per_phone"])
-    if row is None:
-        try:
-            row = verification.start_verification(
-                svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"])
-        except ProviderRejected as exc:
-            log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
-            status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
-            return form_page(typed, {"phone": str(message)}, status,
-                             {"X-Provider-Code": str(exc.code)})
-        except ProviderUnavailable as exc:
-            log.warning("provider unavailable: %s", exc)
-            return form_page(typed, {"phone": str(UNAVAILABLE_MESSAGE)}, 503)
+    if row is not None:
+        svc.firewall_worker.wake()
+        return redirect(wait_url(row.token), code=303)
+    # A slow provider holds a thread per request: beyond max_concurrent, say so at once.
+    if not svc.provider_slots.acquire(blocking=False):
+        log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
+        return form_page(typed, {"phone": str(BUSY_MESSAGE)}, 503, {"Retry-After": "5"})
+    try:
+        row = verification.start_verification(
+            svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"])
+    except ProviderRejected as exc:
+        log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
+        status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
+        return form_page(typed, {"phone": str(message)}, status,
+                         {"X-Provider-Code": str(exc.code)})
+    except ProviderUnavailable as exc:
+        log.warning("provider unavailable: %s", exc)
+        return form_page(typed, {"phone": str(UNAVAILABLE_MESSAGE)}, 503)
+    finally:
+        svc.provider_slots.release()
     return redirect(wait_url(row.token), code=303)
 
 
@@ -196,7 +216,8 @@ def wait(token):
     row = verification.find(services().engine, token)
     if row is None:
         abort(404)
-    return render_template("wait.html", v=row, call_number=phone.for_dialling(row.call_number),
+    return render_template("wait.html", v=row, stage=stage_of(row),
+                           call_number=phone.for_dialling(row.call_number),
                            caller=phone.for_dialling(row.phone),
                            seconds_left=verification.seconds_left(row),
                            is_remembered=verification.is_remembered(row),
@@ -210,8 +231,29 @@ def status(token):
     row = verification.find(services().engine, token)
     if row is None:
         return jsonify(error="no such verification"), 404
-    return jsonify(state=row.state, call_number=row.call_number,
-                   expires_in=verification.seconds_left(row))
+    return jsonify(state=verification.state_of(row), access=access_of(row),
+                   call_number=row.call_number, expires_in=verification.seconds_left(row))
+
+
+def access_of(row):
+    """For a confirmed verification: "online" once the firewall lets its device through,
+    "connecting" until then, "ended" after its session; None before a confirmation."""
+    if row.state != verification.CONFIRMED:
+        return None
+    session = verification.session_of(services().engine, row)
+    if sessions.is_online(session):
+        return "online"
+    if session is None or session.ended_at is not None or session.ends_at <= utcnow():
+        return "ended" if session is not None else "connecting"
+    return "connecting"
+
+
+def stage_of(row):
+    """What the wait page shows: pending, connecting, online, expired or failed."""
+    state = verification.state_of(row)
+    if state != verification.CONFIRMED:
+        return state
+    return "online" if access_of(row) in ("online", "ended") else "connecting"
 
 
 @bp.post("/wait/<token>/simulate")

@@ -1,4 +1,4 @@
-"""GET /healthz: is the database answering, is the provider reachable, does the firewall answer."""
+"""GET /healthz: is the database answering, is the provider reachable, does the firewall take changes."""
 
 import threading
 import time
@@ -40,7 +40,10 @@ def healthz():
         database = {"ok": True}
     except Exception as exc:  # any driver error means the same thing here: not healthy
         database = {"ok": False, "error": type(exc).__name__}
-    firewall = {"ok": svc.firewall.is_healthy(), "backend": svc.firewall.name}
+    # The worker's last attempt, not a new one: /healthz must stay cheap at any set size.
+    firewall = {"backend": svc.firewall.name, **svc.firewall_worker.status()}
+    if firewall["failing_since"] is not None:
+        firewall["failing_since"] = firewall["failing_since"].isoformat()
     body = {"database": database, "provider": provider_status(svc), "firewall": firewall}
     body["ok"] = database["ok"] and firewall["ok"]
     return jsonify(body), 200 if body["ok"] else 503

@@ -16,7 +16,7 @@ WAIT_CALL_PATH = "/sys/wait_call.php"
 BALANCE_PATH = "/sys/balance.php"
 
 # Connecting is quick or it is not happening at all; reading may include the provider's own work.
-MAX_CONNECT_SECONDS = 5
+MAX_CONNECT_SECONDS = 3
 
 DESCRIPTIONS = {
     1: "the provider rejected the request parameters (is the phone number complete?)",
@@ -86,7 +86,7 @@ class SmscClient:
         login="",
         password="",
         apikey="",
-        timeout_seconds=10,
+        timeout_seconds=8,
         session=None,
     ):
         self.base_urls = [base_url, *fallback_urls]
@@ -106,7 +106,7 @@ class SmscClient:
             login=provider.get("login", ""),
             password=provider.get("password", ""),
             apikey=provider.get("apikey", ""),
-            timeout_seconds=provider.get("timeout_seconds", 10),
+            timeout_seconds=provider.get("timeout_seconds", 8),
         )
 
     def close(self):

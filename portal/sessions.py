@@ -1,93 +1,100 @@
-"""Access sessions: which device (MAC) may use the internet until when, kept in step with the firewall.
+"""Access sessions: which device (MAC) may use the internet until when — the desired state of the
+firewall.
 
-The database is the record (and the legal log); the firewall is told after each change. When the
-firewall call fails the session stays recorded, and `sync_firewall` (run at `serve` start, every
-minute while serving, and by `callpass fw-sync`) makes the firewall match again.
+The database is the record (and the legal log). Every change of a MAC's sessions queues the MAC in
+`firewall_change` in the same transaction; the firewall worker (`firewall_sync`) applies it. So
+nothing here ever waits on the firewall, and a firewall failure never loses or doubles a session.
+A session counts as online once the worker has confirmed the firewall let its MAC through
+(`firewall_at`).
 """
 
-import logging
+import math
+import time
 from datetime import timedelta
 
 from sqlalchemy import and_, select, update
 
+from . import storage
 from .config import MAX_SESSION_MINUTES
-from .firewall import FirewallError
-from .storage import access_session, utcnow
-
-log = logging.getLogger(__name__)
+from .storage import access_session, firewall_change, utcnow
 
 
-def grant_access(engine, firewall, mac, ip, phone, minutes, verification_id=None,
-                 devices_per_phone=0):
-    """Open a session of `minutes` for mac (ending any open one of that MAC) and allow it.
+def queue_firewall(conn, mac, now):
+    """Tell the firewall worker that mac's sessions changed (inside the changing transaction)."""
+    conn.execute(firewall_change.insert().values(mac=mac, queued_at=now))
 
-    With devices_per_phone, the phone's oldest sessions beyond that many are ended.
+
+def grant_access(conn, mac, ip, phone, minutes, verification_id=None, devices_per_phone=0,
+                 now=None):
+    """Open a session of `minutes` for mac (ending any open one of that MAC); returns its id.
+
+    Runs inside the caller's transaction. With devices_per_phone, the phone's oldest sessions
+    beyond that many are ended.
     """
-    now = utcnow()
-    ends = now + timedelta(minutes=minutes)
-    with engine.begin() as conn:
-        conn.execute(
-            update(access_session)
-            .where(access_session.c.mac == mac, access_session.c.ended_at.is_(None))
-            .values(ended_at=now, end_reason="replaced"))
-        session_id = conn.execute(access_session.insert().values(
-            verification_id=verification_id, mac=mac, ip=ip, phone=phone,
-            started_at=now, ends_at=ends)).inserted_primary_key[0]
-    try:
-        firewall.allow(mac, minutes * 60)
-    except FirewallError as exc:
-        log.error("firewall refused to allow %s (session %s kept, next sync retries): %s",
-                  mac, session_id, exc)
-    limit_devices(engine, firewall, phone, devices_per_phone)
+    now = now or utcnow()
+    conn.execute(
+        update(access_session)
+        .where(access_session.c.mac == mac, access_session.c.ended_at.is_(None))
+        .values(ended_at=now, end_reason="replaced"))
+    session_id = conn.execute(access_session.insert().values(
+        verification_id=verification_id, mac=mac, ip=ip, phone=phone,
+        started_at=now, ends_at=now + timedelta(minutes=minutes))).inserted_primary_key[0]
+    queue_firewall(conn, mac, now)
+    limit_devices(conn, phone, devices_per_phone, now)
     return session_id
 
 
-def limit_devices(engine, firewall, phone, devices):
-    """End the oldest open sessions of phone beyond `devices` (0 = no limit)."""
+def limit_devices(conn, phone, devices, now):
+    """End the oldest open sessions of phone beyond `devices` (0 = no limit); returns how many."""
     if devices < 1:
         return 0
-    now = utcnow()
-    with engine.connect() as conn:
-        open_ids = conn.execute(
-            select(access_session.c.id)
-            .where(access_session.c.phone == phone, access_session.c.ended_at.is_(None),
-                   access_session.c.ends_at > now)
-            .order_by(access_session.c.started_at.desc(), access_session.c.id.desc())).scalars().all()
-    for session_id in open_ids[devices:]:
-        end_session(engine, firewall, session_id, "device-limit")
-    return max(0, len(open_ids) - devices)
+    open_rows = conn.execute(
+        select(access_session.c.id, access_session.c.mac)
+        .where(access_session.c.phone == phone, access_session.c.ended_at.is_(None),
+               access_session.c.ends_at > now)
+        .order_by(access_session.c.started_at.desc(), access_session.c.id.desc())).all()
+    for row in open_rows[devices:]:
+        _end(conn, row.id, row.mac, "device-limit", now)
+    return max(0, len(open_rows) - devices)
 
 
-def end_session(engine, firewall, session_id, reason):
-    """End an open session now and revoke its MAC (a MAC has at most one open session)."""
-    now = utcnow()
-    with engine.begin() as conn:
-        row = conn.execute(select(access_session).where(access_session.c.id == session_id)).first()
-        if row is None or row.ended_at is not None:
-            return False
-        conn.execute(update(access_session).where(access_session.c.id == session_id)
-                     .values(ended_at=now, end_reason=reason))
-    firewall.revoke(row.mac)
-    return True
+def _end(conn, session_id, mac, reason, now):
+    ended = conn.execute(update(access_session)
+                         .where(access_session.c.id == session_id,
+                                access_session.c.ended_at.is_(None))
+                         .values(ended_at=now, end_reason=reason)).rowcount
+    if ended:
+        queue_firewall(conn, mac, now)
+    return ended == 1
 
 
-def extend_session(engine, firewall, session_id, minutes):
-    """Push an open session's end `minutes` further and tell the firewall the new time left."""
-    with engine.begin() as conn:
+def end_session(engine, session_id, reason):
+    """End an open session now; the firewall worker revokes its MAC. False when not open."""
+    with storage.begin(engine) as conn:
+        now = utcnow()
+        row = conn.execute(select(access_session.c.mac)
+                           .where(access_session.c.id == session_id)).first()
+        return row is not None and _end(conn, session_id, row.mac, reason, now)
+
+
+def extend_session(engine, session_id, minutes):
+    """Push an open session's end `minutes` further; the firewall worker applies the new time."""
+    with storage.begin(engine) as conn:
+        now = utcnow()
         row = conn.execute(select(access_session).where(access_session.c.id == session_id)).first()
         if row is None or row.ended_at is not None:
             return False
         # The firewall's kernel timeout tops out at 31 days; never promise more than that.
-        ends = min(max(row.ends_at, utcnow()) + timedelta(minutes=minutes),
-                   utcnow() + timedelta(minutes=MAX_SESSION_MINUTES))
+        ends = min(max(row.ends_at, now) + timedelta(minutes=minutes),
+                   now + timedelta(minutes=MAX_SESSION_MINUTES))
         conn.execute(update(access_session).where(access_session.c.id == session_id)
                      .values(ends_at=ends))
-    firewall.allow(row.mac, seconds_until(ends))
+        queue_firewall(conn, row.mac, now)
     return True
 
 
 def active_session(engine, mac):
-    """The open, unexpired session of mac, or None."""
+    """The open, unexpired session of mac (online or still connecting), or None."""
     now = utcnow()
     with engine.connect() as conn:
         return conn.execute(
@@ -95,6 +102,40 @@ def active_session(engine, mac):
             .where(access_session.c.mac == mac, access_session.c.ended_at.is_(None),
                    access_session.c.ends_at > now)
             .order_by(access_session.c.ends_at.desc())).first()
+
+
+def is_online(session):
+    """Whether a session row is open, unexpired and confirmed in the firewall."""
+    return (session is not None and session.ended_at is None and session.ends_at > utcnow()
+            and session.firewall_at is not None)
+
+
+class OnlineCache:
+    """mac -> its online session (or None), remembered for a second: probes come in bursts and
+    must stay cheap. Cleared whenever the firewall worker applied a change in this process."""
+
+    LIFE_SECONDS = 1.0
+    MAX_ENTRIES = 50_000
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._entries = {}  # mac -> (time.monotonic() deadline, session row or None)
+
+    def online_session(self, mac):
+        """The open session of mac that the firewall lets through, or None."""
+        now = time.monotonic()
+        hit = self._entries.get(mac)
+        if hit is not None and hit[0] > now:
+            session = hit[1]
+        else:
+            session = active_session(self.engine, mac)
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries = {}
+            self._entries[mac] = (now + self.LIFE_SECONDS, session)
+        return session if is_online(session) else None
+
+    def clear(self):
+        self._entries = {}
 
 
 def live_sessions(engine):
@@ -107,39 +148,14 @@ def live_sessions(engine):
 
 def close_expired(engine):
     """Record sessions whose time ran out as ended (the kernel already dropped their MACs)."""
-    now = utcnow()
-    with engine.begin() as conn:
+    with storage.begin(engine) as conn:
         result = conn.execute(
             update(access_session)
-            .where(and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= now))
+            .where(and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= utcnow()))
             .values(ended_at=access_session.c.ends_at, end_reason="expired"))
     return result.rowcount
 
 
-def sync_firewall(engine, firewall):
-    """Make the firewall match the database: allow live sessions, revoke everything else.
-
-    Returns (allowed, revoked) counts.
-    """
-    close_expired(engine)
-    wanted = {}
-    for row in live_sessions(engine):
-        wanted[row.mac] = max(wanted.get(row.mac, 0), seconds_until(row.ends_at))
-    present = firewall.list()
-    allowed = revoked = 0
-    for mac, seconds in wanted.items():
-        left = present.get(mac)
-        # Re-allow when missing or when the kernel's clock for it is off by more than a minute.
-        if mac not in present or left is None or abs(left - seconds) > 60:
-            firewall.allow(mac, seconds)
-            allowed += 1
-    for mac in present:
-        if mac not in wanted:
-            firewall.revoke(mac)
-            revoked += 1
-    return allowed, revoked
-
-
 def seconds_until(moment):
-    """Whole seconds from now until moment, at least 1."""
-    return max(1, int((moment - utcnow()).total_seconds()))
+    """Whole seconds from now until moment, rounded up (a MAC is never cut off early), at least 1."""
+    return max(1, math.ceil((moment - utcnow()).total_seconds()))

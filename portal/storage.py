@@ -5,14 +5,15 @@ without touching the views. The schema is created and upgraded by `upgrade()`, a
 by `serve`, `demo`, `fw-sync` and the tests — never at import or in the app factory.
 """
 
+import threading
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 from sqlalchemy import (Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Table,
-                        Text, create_engine, event, select)
+                        String, Table, Text, create_engine, event, select, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(TypeDecorator):
@@ -55,6 +56,7 @@ verification = Table(
     Column("failure", Text),
     Index("ix_verification_phone_state", "phone", "state"),
     Index("ix_verification_created", "created_at"),
+    Index("ix_verification_state_expires", "state", "expires_at"),  # the maintenance expiry
 )
 
 access_session = Table(
@@ -68,7 +70,11 @@ access_session = Table(
     Column("ends_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime),
     Column("end_reason", String(40)),   # expired | revoked | replaced | firewall-missing …
+    # When the firewall first confirmed it let the MAC through; until then the guest is shown
+    # "connecting", never "online".
+    Column("firewall_at", UTCDateTime),
     Index("ix_access_session_mac", "mac"),
+    Index("ix_access_session_verification", "verification_id"),
     Index("ix_access_session_open", "ended_at", "ends_at"),
     Index("ix_access_session_started", "started_at"),
 )
@@ -84,6 +90,21 @@ notification = Table(
     Column("verdict", String(20), nullable=False),  # accepted | unmatched | rejected | replay
     Column("reason", Text, nullable=False),
     Index("ix_notification_phone_ts", "phone", "ts"),
+    # A call is acted on once: a second notification with the same phone and ts cannot be
+    # recorded as accepted or unmatched, however many arrive at the same instant.
+    Index("uq_notification_call", "phone", "ts", unique=True,
+          sqlite_where=text("verdict IN ('accepted', 'unmatched')"),
+          postgresql_where=text("verdict IN ('accepted', 'unmatched')")),
+)
+
+# What the firewall has yet to be told: one row per change of a MAC's sessions, written in the
+# same transaction as the change. The firewall worker reads the MACs, applies their current
+# state from access_session, and deletes the rows it applied.
+firewall_change = Table(
+    "firewall_change", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mac", String(17), nullable=False),
+    Column("queued_at", UTCDateTime, nullable=False),
 )
 
 
@@ -135,6 +156,8 @@ def connect(url):
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
+            # SQLAlchemy, not the driver, starts transactions (see _sqlite_begin).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             if url not in ("sqlite://", "sqlite:///:memory:"):
                 cursor.execute("PRAGMA journal_mode=WAL")
@@ -142,19 +165,56 @@ def connect(url):
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            # A write transaction takes SQLite's write lock when it starts, so two writers queue
+            # on the busy timeout instead of one failing at once when it upgrades a read.
+            immediate = conn.get_execution_options().get("callpass_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        engine.callpass_write_lock = threading.Lock()
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+@contextmanager
+def begin(engine):
+    """A write transaction (`with storage.begin(engine) as conn:`), committed when the block ends.
+
+    SQLite takes one writer at a time and makes the others sleep and retry; within a process
+    writers queue on a lock instead, which is fair and wakes them at once.
+    """
+    with getattr(engine, "callpass_write_lock", nullcontext()):
+        with engine.execution_options(callpass_write=True).begin() as conn:
+            yield conn
 
 
 def upgrade(engine):
     """Create missing tables and record the schema version. Safe to run on every start."""
     metadata.create_all(engine)
-    with engine.begin() as conn:
+    with begin(engine) as conn:
         row = conn.execute(select(schema_info.c.version)).first()
         if row is None:
             conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION))
         elif row.version > SCHEMA_VERSION:
             raise RuntimeError(f"database schema {row.version} is newer than this callpass "
                                f"({SCHEMA_VERSION}); upgrade callpass")
-        # Later versions add their ALTER steps here, keyed on row.version.
+        elif row.version < 2:
+            _upgrade_to_2(conn)
+            conn.execute(schema_info.update().values(version=2))
+
+
+def _upgrade_to_2(conn):
+    """Version 2: access_session.firewall_at, one accepted notification per call, new indexes."""
+    conn.execute(text("ALTER TABLE access_session ADD COLUMN firewall_at DATETIME"))
+    # Sessions opened by earlier versions were given to the firewall at once.
+    conn.execute(text("UPDATE access_session SET firewall_at = started_at"))
+    # Earlier versions could accept one call twice; the later rows become replays.
+    conn.execute(text(
+        "UPDATE notification SET verdict = 'replay' WHERE verdict IN ('accepted', 'unmatched') "
+        "AND id NOT IN (SELECT MIN(id) FROM notification "
+        "WHERE verdict IN ('accepted', 'unmatched') GROUP BY phone, ts)"))
+    for table in (verification, access_session, notification):
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 

@@ -1,10 +1,12 @@
-// Wait page: count down, poll the verification's state with backoff, reload when it changes.
+// Wait page: count down, poll the verification's state with backoff, reload when the stage shown
+// (pending, connecting, online, expired, failed) changes.
 // Without JavaScript the page refreshes itself (<noscript> meta refresh) and the copy button stays hidden.
 (function () {
   "use strict";
   var box = document.getElementById("status");
   if (!box) return;
   var pollUrl = box.getAttribute("data-poll");
+  var stage = box.getAttribute("data-stage");
   var left = parseInt(box.getAttribute("data-expires-in"), 10) || 0;
   var shown = document.getElementById("countdown");
   var delay = 1500, timer = null;
@@ -17,18 +19,21 @@
   }, 1000);
 
   function schedule(ms) { clearTimeout(timer); timer = setTimeout(poll, ms); }
-  function pollNow() { delay = 1500; schedule(0); }
+  function pollNow() { delay = stage === "connecting" ? 500 : 1500; schedule(0); }
   function poll() {
     fetch(pollUrl, {cache: "no-store", credentials: "same-origin"})
       .then(function (r) { return r.json(); })
       .then(function (data) {
-        if (data.state && data.state !== "pending") { location.reload(); return; }
+        var now = data.state === "confirmed" ? (data.access === "online" ? "online" : "connecting")
+                                             : data.state;
+        if (now && now !== stage) { location.reload(); return; }
         if (typeof data.expires_in === "number") { left = data.expires_in; show(); }
-        delay = Math.min(delay * 1.3, 8000);
+        delay = Math.min(delay * 1.3, stage === "connecting" ? 3000 : 8000);
         schedule(delay);
       })
       .catch(function () { delay = Math.min(delay * 2, 15000); schedule(delay); });
   }
+  if (stage === "connecting") delay = 500;
   schedule(delay);
   // Back from the dialer: look at once.
   document.addEventListener("visibilitychange", function () {

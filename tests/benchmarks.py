@@ -4,11 +4,21 @@
    notification -> session open, over real HTTP on loopback (the SMSC simulator as the provider).
 2. The phone form's first load: bytes transferred (HTML + the CSS/JS it links), per language.
 3. Identification-log CSV export of ROWS rows (default 1,000,000): time, size and peak memory.
+4. The call -> open firewall core (tests/bench_core.py), each beside its anchor from the same run:
+   notification -> MAC in the real nft set (50 guests at once) beside one `nft add element`;
+   complete guest flows per second (200 keep-alive guests) with the script firewall beside the
+   no-op one; probe answers per second beside a minimal Flask + waitress app; `serve` with 10k
+   open sessions: first /healthz and the set restored; GET / while 20 guests wait on a 10 s
+   provider beside the same with nobody waiting.
+5. The firewall script (tests/bench_firewall.py): allow/revoke with 100 and 100k MACs in the set,
+   list with 100k, beside one `nft add element` and a bare `nft -j list set`.
 
-Prints one line per figure. Uses only loopback and a temporary folder.
+Prints one line per figure. Uses only loopback, network namespaces it creates (root) and a
+temporary folder.
 """
 
 import argparse
+import json
 import logging
 import re
 import resource
@@ -144,10 +154,70 @@ def main():
         print("phone form first load (HTML + linked CSS/JS, with headers): "
               + ", ".join(f"{lang} {size / 1024:.1f} KB" for lang, size in sizes.items())
               + " (limit 30 KB)")
+        core_figures(folder)
+        firewall_figures()
         seconds, size, growth = export(folder, args.rows)
         print(f"CSV export of {args.rows:,} rows: {size / 1e6:.1f} MB in {seconds:.1f} s "
               f"({args.rows / seconds:,.0f} rows/s), peak memory growth {growth:.1f} MiB")
     return 0
+
+
+def figure(name, measure):
+    """Run one benchmark; a failure is printed and the others go on."""
+    try:
+        measure()
+    except Exception as exc:  # a benchmark that breaks must not hide the other figures
+        print(f"{name}: FAILED: {type(exc).__name__}: {exc}")
+    sys.stdout.flush()
+
+
+def core_figures(folder):
+    import bench_core
+
+    def notify():
+        p50, p99, single = bench_core.notification_to_set(folder)
+        print(f"notification -> MAC in the nft set (script firewall, real nftables, 50 guests at "
+              f"once): p50 {p50:.1f} ms, p99 {p99:.1f} ms (bars 15 / 50 ms); anchor: one "
+              f"`nft add element` from the CLI {single:.1f} ms")
+
+    def flows():
+        (script, script_errors), (noop, noop_errors) = bench_core.flows_per_second(folder)
+        print(f"complete guest flows, 200 keep-alive guests, simulator on this machine: script "
+              f"firewall {script:.1f}/s ({script_errors} errors), no-op firewall {noop:.1f}/s "
+              f"({noop_errors} errors), ratio {script / noop:.2f} (bars >= 100/s, >= 0.9, 0 errors)")
+
+    def probes():
+        ours, minimal = bench_core.probes_per_second(folder)
+        print(f"probe answers (unverified guest, 302): callpass {ours:.0f}/s; anchor: minimal "
+              f"Flask + waitress {minimal:.0f}/s; ratio {ours / minimal:.2f} (bar >= 1)")
+
+    def start():
+        healthz, restored = bench_core.start_with_sessions(folder)
+        restored_text = f"{restored:.2f} s" if restored is not None else "not within 60 s"
+        print(f"serve with 10,000 open sessions and an empty nft set: /healthz answers after "
+              f"{healthz:.2f} s (bar 1.5 s), all MACs back in the set after {restored_text} "
+              f"(bar 5 s)")
+
+    def slow():
+        busy, idle = bench_core.page_while_provider_slow(folder)
+        print(f"GET / p99 while 20 guests wait on a 10 s provider: {busy:.0f} ms (bar 200 ms); "
+              f"anchor: with nobody waiting {idle:.0f} ms")
+
+    for name, measure in (("notification to set", notify), ("guest flows", flows),
+                          ("probes", probes), ("start", start), ("slow provider", slow)):
+        figure(name, measure)
+
+
+def firewall_figures():
+    import bench_firewall
+
+    def run():
+        figures = bench_firewall.measure(repeats=9, list_repeats=3)
+        print("firewall script: " + json.dumps(figures))
+        for line in bench_firewall.check_bars(figures):
+            print("  " + str(line))
+
+    figure("firewall script", run)
 
 
 if __name__ == "__main__":

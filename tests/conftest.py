@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from portal import config as config_module
-from portal import create_app, storage
+from portal import create_app, sessions, storage
 from portal.firewall import NoopFirewall
 from portal.simulator import SimulatorServer
 
@@ -98,19 +98,38 @@ class Guest:
             add_neighbour(neighbour_table, ip, mac)
         self.token = None
 
-    def start(self, phone):
-        """Submit the phone form; remember the verification token on success."""
-        response = self.client.post("/", data={"phone": phone})
+    def start(self, phone, **form):
+        """Submit the phone form; remember the verification token on success. A remembered
+        device's session is handed to the firewall worker at once."""
+        response = self.client.post("/", data={"phone": phone, **form})
         if response.status_code == 303:
             self.token = response.headers["Location"].rsplit("/", 1)[-1]
+        settle(self.app)
         return response
 
     def status(self):
         return self.client.get(f"/api/verifications/{self.token}").get_json()
 
     def call(self, phone_digits):
-        """Deliver a genuine, fresh notification for phone_digits, as the provider would."""
-        return notify(self.client, phone_digits)
+        """Deliver a genuine, fresh notification for phone_digits, as the provider would; then let
+        the firewall worker apply what changed."""
+        response = notify(self.client, phone_digits)
+        settle(self.app)
+        return response
+
+
+def settle(app):
+    """Do what the firewall worker of `serve` does right after a change: apply the queue."""
+    app.extensions["callpass"].firewall_worker.apply_pending()
+
+
+def open_session(app, mac, ip, phone, minutes, **kw):
+    """Open an access session directly (as a confirmed call would) and apply it; returns its id."""
+    svc = app.extensions["callpass"]
+    with storage.begin(svc.engine) as conn:
+        session_id = sessions.grant_access(conn, mac, ip, phone, minutes, **kw)
+    settle(app)
+    return session_id
 
 
 def signed_fields(phone_digits, ts=None, secret=CALLBACK_SECRET):
@@ -162,9 +181,11 @@ def live_portal(app, simulator, neighbour_table):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    worker = app.extensions["callpass"].firewall_worker.start()
     url = f"http://127.0.0.1:{server.server_port}"
     simulator.state.callback_url = f"{url}/callback/smsc/{CALLBACK_TOKEN}"
     yield SimpleNamespace(url=url, guest=Guest(app, neighbour_table))
+    worker.stop()
     server.shutdown()
     thread.join(5)
     server.server_close()

@@ -5,9 +5,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from admin_support import admin, audit_rows  # noqa: F401
-from conftest import GUEST_MAC
+from conftest import GUEST_MAC, settle
 from portal import storage
-from portal.firewall import NoopFirewall
+from portal.firewall import FirewallError, NoopFirewall
 from portal.provider import ProviderRejected
 
 
@@ -33,6 +33,7 @@ def test_ending_a_session_cuts_the_device_off(app, admin, make_guest, firewall):
     ended = admin.post(f"/admin/sessions/{session.id}/end", page="/admin/sessions")
     assert ended.status_code == 303
 
+    settle(app)
     assert firewall.calls[-1] == ("revoke", GUEST_MAC)
     assert b"You are online" not in guest.client.get("/").data  # back to the phone form
     [session] = session_rows(app)
@@ -54,6 +55,7 @@ def test_extending_a_session_moves_its_end_and_tells_the_firewall(app, admin, ma
     assert extended.status_code == 303
     [after] = session_rows(app)
     assert after.ends_at - before.ends_at == timedelta(minutes=60)
+    settle(app)
     verb, mac, seconds = firewall.calls[-1]
     assert (verb, mac) == ("allow", GUEST_MAC) and 299 * 60 <= seconds <= 300 * 60
     assert [r.detail for r in audit_rows(app) if r.action == "session-extend"] == [
@@ -117,8 +119,8 @@ def test_dashboard_says_when_the_firewall_or_provider_does_not_answer(cfg, neigh
     from portal import auth, create_app
 
     class DeadFirewall(NoopFirewall):
-        def is_healthy(self):
-            return False
+        def list(self):
+            raise FirewallError("callpass-fw list: table inet callpass does not exist")
 
     class FailingProvider:
         def balance(self):
@@ -127,9 +129,11 @@ def test_dashboard_says_when_the_firewall_or_provider_does_not_answer(cfg, neigh
     app = create_app(cfg, firewall=DeadFirewall(), provider=FailingProvider())
     storage.upgrade(app.extensions["callpass"].engine)
     auth.add_admin(app.extensions["callpass"].engine, "boss", ADMIN_PASSWORD)
+    assert not app.extensions["callpass"].firewall_worker.attempt()
     client = app.test_client()
     sign_in(client)
     page = client.get("/admin/").get_data(as_text=True)
     assert "Does not answer (backend: noop). Guests cannot get online." in page
+    assert "table inet callpass does not exist" in page
     assert "has blocked this server" in page and "provider error 4: IP blocked" in page
     app.extensions["callpass"].engine.dispose()

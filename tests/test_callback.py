@@ -3,7 +3,7 @@
 import json
 import time
 
-from conftest import CALLBACK_TOKEN, notify, signed_fields
+from conftest import CALLBACK_TOKEN, notify, settle, signed_fields
 from sqlalchemy import select
 
 from portal import storage
@@ -50,11 +50,13 @@ def test_replay_changes_nothing(guest, firewall, app, make_guest):
     guest.start("+79161234567")
     fields = signed_fields("79161234567")
     assert guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=fields).data == b"OK"
+    settle(app)
     assert len(firewall.calls) == 1
     # The same guest starts again; a replay of the old notification must not confirm it.
     second = make_guest("10.77.0.12", "02:cc:00:00:00:12")
     second.start("+79161234567")
     assert guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=fields).data == b"OK"
+    settle(app)
     assert second.status()["state"] == "pending"
     assert len(firewall.calls) == 1
     assert notifications(app)[-1].verdict == "replay"

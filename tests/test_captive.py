@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import update
 
-from conftest import CALLBACK_TOKEN, signed_fields
-from portal import create_app, neighbours, sessions, storage
+from conftest import CALLBACK_TOKEN, open_session, signed_fields
+from portal import create_app, neighbours, storage
 from portal.storage import access_session, utcnow
 
 PORTAL = "http://localhost/"
@@ -163,8 +163,7 @@ def test_demo_leaves_other_hosts_alone_but_answers_probes_by_device_state(demo_a
     assert page.status_code == 200 and b'name="phone"' in page.data
     assert_sent_to_portal(client.get("/generate_204", headers={"Host": "192.168.1.20:8080"}))
 
-    sessions.grant_access(demo_app.extensions["callpass"].engine, firewall,
-                          neighbours.stand_in_mac("127.0.0.1"), "127.0.0.1", "+79161234567", 60)
+    open_session(demo_app, neighbours.stand_in_mac("127.0.0.1"), "127.0.0.1", "+79161234567", 60)
     answer = client.get("/generate_204", headers={"Host": "connectivitycheck.gstatic.com"})
     assert (answer.status_code, answer.data) == (204, b"")
     apple = client.get("/hotspot-detect.html", headers={"User-Agent": APPLE_PROBE})

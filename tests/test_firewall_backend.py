@@ -79,9 +79,27 @@ def test_script_firewall_drives_the_real_script(fw):
 
 
 @pytest.mark.netns
+def test_apply_drives_the_real_script(fw):
+    fw.up("br-lan", 2050)
+    fw.allow("02:cc:00:00:00:13")
+    fw.apply([("allow", "02-CC-00-00-00-11", 600), ("allow", "02:cc:00:00:00:12", None),
+              ("revoke", "02:cc:00:00:00:13"), ("revoke", "02:cc:00:00:00:14")])
+    left = fw.list()
+    assert set(left) == {MAC, "02:cc:00:00:00:12"}
+    assert left[MAC] in (599, 600) and left["02:cc:00:00:00:12"] is None
+
+    fw.apply([("allow", MAC, 60), ("revoke", "02:cc:00:00:00:12"), ("allow", MAC, None)])
+    assert fw.list() == {MAC: None}
+    fw.apply([])
+    assert fw.list() == {MAC: None}
+
+
+@pytest.mark.netns
 def test_verbs_before_up_raise_with_the_scripts_message(fw):
     with pytest.raises(FirewallError, match="run callpass-fw up first"):
         fw.allow(MAC, 60)
+    with pytest.raises(FirewallError, match="run callpass-fw up first"):
+        fw.apply([("revoke", MAC)])
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -126,6 +144,15 @@ def test_normalise_mac_rejects(mac):
     lambda fw: fw.garden("add", "0.0.0.0/0"),
     lambda fw: fw.garden("add", "example.com"),
     lambda fw: fw.garden("flip", "10.0.0.0/8"),
+    lambda fw: fw.apply([("allow", "zz:bb:cc:dd:ee:ff", 60)]),
+    lambda fw: fw.apply([("allow", MAC, 60), ("allow", MAC, 0)]),
+    lambda fw: fw.apply([("revoke", MAC), ("allow", MAC, "60")]),
+    lambda fw: fw.apply([("allow", MAC)]),
+    lambda fw: fw.apply([("revoke", MAC, 60)]),
+    lambda fw: fw.apply([("drop", MAC)]),
+    lambda fw: fw.apply([["revoke", MAC]]),
+    lambda fw: fw.apply(["revoke " + MAC]),
+    lambda fw: fw.apply([("revoke", MAC + "\nallow 02:cc:00:00:00:12")]),
 ])
 def test_bad_input_raises_value_error_and_runs_nothing(recorder, call):
     fw, log = recorder
@@ -156,6 +183,22 @@ def test_arguments_reach_the_script_as_a_list(recorder):
     ]
 
 
+def test_apply_sends_the_changes_as_lines_on_stdin(tmp_path):
+    log = tmp_path / "runs.log"
+    fw = ScriptFirewall(write_script(tmp_path / "record", f'printf "%s\\n" "$*" >> {log}\n'
+                                                          f'cat >> {log}\n'))
+    fw.apply([("allow", "AA-BB-CC-DD-EE-FF", 60), ("allow", MAC, None), ("revoke", MAC)])
+    fw.apply([])
+    fw.revoke(MAC)
+    assert log.read_text().splitlines() == [
+        "apply",
+        "allow aa:bb:cc:dd:ee:ff 60",
+        "allow 02:cc:00:00:00:11",
+        "revoke 02:cc:00:00:00:11",
+        "revoke 02:cc:00:00:00:11",  # a single verb: nothing on its stdin
+    ]
+
+
 def test_failing_script_raises_firewall_error_with_its_message(tmp_path):
     fw = ScriptFirewall(write_script(tmp_path / "fails", 'echo "nft: boom" >&2\nexit 1\n'))
     with pytest.raises(FirewallError, match="nft: boom"):
@@ -169,6 +212,48 @@ def test_hanging_script_times_out(tmp_path):
     with pytest.raises(FirewallError, match="no answer"):
         fw.revoke(MAC)
     assert time.monotonic() - started < 3
+
+
+def process_state(pid):
+    """(state letter, process group) of pid from /proc, or None when it is gone."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
+    fields = stat_line[stat_line.rindex(")") + 2:].split()
+    return fields[0], int(fields[2])
+
+
+def live_processes_in_group(group):
+    """Pids of the processes of process group `group` that are not zombies."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            state = process_state(entry.name)
+            if state is not None and state[1] == group and state[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_timeout_kills_everything_the_script_started(tmp_path):
+    pids = tmp_path / "pids"
+    # The shell waits on a child, as it waits on nft or awk: killing the shell alone leaves it.
+    script = write_script(tmp_path / "spawns", f'sleep 300 &\necho "$$ $!" > {pids}\nwait\n')
+    fw = ScriptFirewall(script, timeout_seconds=0.5)
+    with pytest.raises(FirewallError, match="no answer"):
+        fw.apply([("revoke", MAC)])
+    shell, child = map(int, pids.read_text().split())
+
+    def child_is_alive():
+        state = process_state(child)
+        return state is not None and state[0] != "Z"
+
+    deadline = time.monotonic() + 3
+    while child_is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not child_is_alive()
+    assert live_processes_in_group(shell) == []  # nor anything else of the script's group
 
 
 def test_missing_script_raises_firewall_error(tmp_path):
@@ -216,6 +301,33 @@ def test_noop_firewall_remembers_and_records(monkeypatch):
         ("down",),
         ("list",),
     ]
+
+
+def test_noop_firewall_apply_records_each_change_like_the_single_verbs(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(firewall_module.time, "monotonic", lambda: now[0])
+    fw = NoopFirewall()
+    fw.allow("02:cc:00:00:00:12")
+    fw.apply([("allow", "AA-BB-CC-DD-EE-FF", 60), ("allow", MAC, None),
+              ("revoke", "02:cc:00:00:00:12"), ("revoke", "02:cc:00:00:00:13"),
+              ("allow", MAC, 30)])
+    fw.apply([])
+    assert fw.calls == [
+        ("allow", "02:cc:00:00:00:12", None),
+        ("allow", "aa:bb:cc:dd:ee:ff", 60),
+        ("allow", MAC, None),
+        ("revoke", "02:cc:00:00:00:12"),
+        ("revoke", "02:cc:00:00:00:13"),
+        ("allow", MAC, 30),
+    ]
+    assert fw.list() == {"aa:bb:cc:dd:ee:ff": 60, MAC: 30}
+    now[0] += 45
+    assert fw.list() == {"aa:bb:cc:dd:ee:ff": 15}
+
+    with pytest.raises(ValueError):
+        fw.apply([("revoke", MAC), ("allow", MAC, 0)])
+    assert fw.calls[-1] == ("list",)  # nothing of the refused batch was recorded
+    assert fw.list() == {"aa:bb:cc:dd:ee:ff": 15}
 
 
 def test_noop_firewall_rejects_what_the_script_would():

@@ -1,6 +1,7 @@
 """deploy/callpass-fw against real nftables: two guests, a gateway and an upstream in namespaces."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -30,9 +31,10 @@ def topo():
 
 @pytest.fixture
 def fw(topo):
-    """Runs callpass-fw in the gateway; each test starts from a fresh `up` on br-lan."""
-    def fw(*args):
-        return topo.run("gateway", SCRIPT, *args)
+    """Runs callpass-fw in the gateway (input: text for its stdin); each test starts from a fresh
+    `up` on br-lan."""
+    def fw(*args, input=None):
+        return topo.run("gateway", SCRIPT, *args, input=input)
 
     fw("down")
     started = fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT))
@@ -371,10 +373,11 @@ def test_bad_arguments_exit_2_and_change_nothing(topo, fw):
 @pytest.mark.netns
 def test_verbs_other_than_up_need_the_table(topo, fw):
     ok(fw("down"))
-    for args in (("allow", MAC), ("revoke", MAC), ("list",), ("garden", "add", "10.0.0.0/8")):
-        done = fw(*args)
+    for args in (("allow", MAC), ("revoke", MAC), ("list",), ("garden", "add", "10.0.0.0/8"),
+                 ("garden", "del", "10.0.0.0/8"), ("apply",)):
+        done = fw(*args, input=f"allow {MAC} 60\nrevoke {MAC}\n")
         assert done.returncode == 1, args
-        assert "run callpass-fw up first" in done.stderr
+        assert "table inet callpass does not exist: run callpass-fw up first" in done.stderr
 
 
 @pytest.mark.netns
@@ -385,48 +388,186 @@ def test_down_removes_the_table_and_is_idempotent(topo, fw):
     assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
 
 
+@pytest.mark.netns
+def test_apply_makes_a_mixed_batch_in_one_go(topo, fw):
+    ok(fw("allow", topo.guest2.mac, "100"))  # its time is replaced below
+    ok(fw("allow", "02:cc:00:00:00:99"))  # revoked below
+    batch = f"""allow {topo.guest1.mac} 600
+allow AA-BB-CC-DD-EE-FF
+
+revoke 02:cc:00:00:00:99
+revoke 02:cc:00:00:00:98
+\tallow  {topo.guest2.mac.upper()}  5000
+allow 02:cc:00:00:00:97 60
+revoke 02:cc:00:00:00:97
+revoke 02:cc:00:00:00:96
+allow 02:cc:00:00:00:96 30
+"""
+    done = ok(fw("apply", input=batch))
+    assert done.stdout == ""
+    left = allowed(fw)
+    assert set(left) == {topo.guest1.mac, "aa:bb:cc:dd:ee:ff", topo.guest2.mac, "02:cc:00:00:00:96"}
+    assert left[topo.guest1.mac] in (599, 600)
+    assert left["aa:bb:cc:dd:ee:ff"] is None
+    assert left[topo.guest2.mac] in (4999, 5000)
+    assert left["02:cc:00:00:00:96"] in (29, 30)
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+
+    ok(fw("apply", input=f"revoke {topo.guest1.mac}\nallow {topo.guest2.mac}\n"))
+    assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "dropped"
+    assert allowed(fw)[topo.guest2.mac] is None
+
+
+# (batch, number of the line the script must name)
+BAD_BATCHES = [
+    (f"frobnicate {MAC}\n", 1),
+    (f"allow {MAC} 60\nallow zz:bb:cc:dd:ee:ff 60\nrevoke {MAC}\n", 2),
+    (f"allow {MAC} 60\n\nrevoke {MAC} 60\n", 3),
+    (f"allow {MAC} 0\n", 1),
+    (f"allow {MAC} 010\n", 1),
+    (f"allow {MAC} 2678401\n", 1),
+    (f"allow {MAC} 60 extra\n", 1),
+    (f"revoke {MAC}\nallow {MAC} 1.5", 2),
+    (f"allow {MAC};flush ruleset\n", 1),
+    (f"allow {MAC} }}\n", 1),
+    ("allow aa:bb-cc:dd:ee:ff\n", 1),
+    (f"allow {MAC}\r\n", 1),
+    (f"revoke {MAC}\nrevoke ａａ:bb:cc:dd:ee:ff\n", 2),
+    (f"revoke {MAC}\x0b\n", 1),
+    ("allow\n", 1),
+    (f"ALLOW {MAC}\n", 1),
+]
+
+
+@pytest.mark.netns
+def test_apply_with_a_bad_line_anywhere_exits_2_and_changes_nothing(topo, fw):
+    def ruleset():
+        # Without the time left, which goes down meanwhile.
+        text = ok(topo.run("gateway", "nft", "list", "ruleset")).stdout
+        return re.sub(r" expires [0-9dhms]+", "", text)
+
+    ok(fw("allow", topo.guest2.mac, "100"))
+    before = ruleset()
+    for batch, line in BAD_BATCHES:
+        done = fw("apply", input=batch)
+        assert done.returncode == 2, (batch, done.stderr)
+        assert f"line {line}:" in done.stderr, (batch, done.stderr)
+    assert fw("apply", "extra", input="").returncode == 2
+    assert ruleset() == before
+    assert set(allowed(fw)) == {topo.guest2.mac}
+
+
+@pytest.mark.netns
+def test_apply_of_an_empty_batch_changes_nothing(topo, fw):
+    ok(fw("allow", topo.guest2.mac))
+    ok(fw("apply", input=""))
+    ok(fw("apply", input="\n  \n\n"))
+    assert allowed(fw) == {topo.guest2.mac: None}
+
+
+def many_macs(count, byte=0x10):
+    """count distinct locally administered MACs."""
+    return [f"02:{byte:02x}:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+            for i in range(count)]
+
+
+@pytest.mark.netns
+def test_apply_of_10000_lines_in_one_call_and_list_reads_them_all(topo, fw):
+    macs = many_macs(10_000)
+    # Every third MAC without a time limit, the others with times 10 s apart.
+    seconds = {mac: None if i % 3 == 0 else 1000 + 10 * i for i, mac in enumerate(macs)}
+    lines = [f"allow {mac}" if left is None else f"allow {mac} {left}"
+             for mac, left in seconds.items()]
+    ok(fw("apply", input="\n".join(lines) + "\n"))
+
+    listed = allowed(fw)
+    assert len(listed) == 10_000 and set(listed) == set(macs)
+    for mac, left in seconds.items():
+        if left is None:
+            assert listed[mac] is None, mac
+        else:
+            assert left - 5 <= listed[mac] <= left, (mac, listed[mac], left)
+
+    ok(fw("apply", input="".join(f"revoke {mac}\n" for mac in macs[1:])))
+    assert allowed(fw) == {macs[0]: None}
+
+
 # Without root: a stand-in `nft` first on PATH shows what the script sends and how it reads answers.
 
 FAKE_NFT = """#!/bin/sh
+# Logs its arguments; `-f -` appends its stdin to $FAKE_NFT_INPUT and fails when $FAKE_NFT_FAIL
+# is set (printing it). $FAKE_NFT_NO_TABLE: as if table inet callpass were missing;
+# $FAKE_NFT_BROKEN: as if nft could not work at all (every listing fails).
 printf '%s\\n' "$*" >> "$FAKE_NFT_LOG"
+# Succeeds, saying why, when the table cannot be read.
+no_table() {
+    if [ -n "${FAKE_NFT_BROKEN-}" ]; then
+        echo "Error: Operation not permitted" >&2
+    elif [ -n "${FAKE_NFT_NO_TABLE-}" ]; then
+        echo "Error: No such file or directory" >&2
+    else
+        return 1
+    fi
+}
 case "$*" in
-    "list tables inet") printf 'table inet callpass\\n' ;;
-    "list set inet callpass allowed") cat "$FAKE_NFT_LISTING" ;;
-    *) cat > /dev/null ;;
+    "-t list sets inet")
+        [ -z "${FAKE_NFT_BROKEN-}" ] || { echo "Error: Operation not permitted" >&2; exit 1; } ;;
+    "-t list sets table inet callpass")
+        ! no_table ;;
+    "-j list set inet callpass allowed")
+        ! no_table || exit 1
+        cat "$FAKE_NFT_LISTING" ;;
+    "-f -")
+        cat >> "$FAKE_NFT_INPUT"
+        [ -z "${FAKE_NFT_FAIL-}" ] || { echo "Error: $FAKE_NFT_FAIL" >&2; exit 1; } ;;
+    *) echo "fake nft: unexpected call" >&2; exit 1 ;;
 esac
 """
 
 
 @pytest.fixture
 def fake_nft(tmp_path):
-    """Runs callpass-fw with a fake nft; returns run(*args, listing=...) -> CompletedProcess."""
+    """Runs callpass-fw with a fake nft; returns run(*args, listing=..., input=..., **env).
+
+    run.log holds one line per nft call, run.input what `nft -f -` read.
+    """
     (tmp_path / "nft").write_text(FAKE_NFT)
     (tmp_path / "nft").chmod(0o755)
     log = tmp_path / "nft.log"
+    nft_input = tmp_path / "nft.input"
 
-    def run(*args, listing=""):
+    def run(*args, listing="", input=None, **extra_env):
         (tmp_path / "listing").write_text(listing)
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE_NFT_LOG": str(log),
-               "FAKE_NFT_LISTING": str(tmp_path / "listing")}
-        return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=10)
+               "FAKE_NFT_LISTING": str(tmp_path / "listing"), "FAKE_NFT_INPUT": str(nft_input),
+               **extra_env}
+        return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env,
+                              input=input, timeout=10)
 
     run.log = log
+    run.input = nft_input
     return run
 
 
-def test_list_reads_every_duration_nft_prints(fake_nft):
-    listing = """table inet callpass {
-	set allowed {
-		type ether_addr
-		flags timeout
-		elements = { 02:00:00:00:00:01 timeout 1d expires 1d,
-			     02:00:00:00:00:02 timeout 1h2m3s expires 1h2m2s500ms,
-			     02:00:00:00:00:03,
-			     02:00:00:00:00:04 timeout 1s expires 120ms,
-			     02:00:00:00:00:05 timeout 2d expires 1d23h59m59s999ms }
-	}
-}
-"""
+def nft_json(*elements):
+    """What `nft -j list set inet callpass allowed` prints for a set with these elements."""
+    head = ('{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", '
+            '"json_schema_version": 1}}, {"set": {"family": "inet", "name": "allowed", '
+            '"table": "callpass", "type": "ether_addr", "handle": 1, "flags": ["timeout"]')
+    if not elements:
+        return head + "}}]}\n"
+    return head + ', "elem": [' + ", ".join(elements) + "]}}]}\n"
+
+
+def test_list_reads_the_json_nft_prints(fake_nft):
+    listing = nft_json(
+        '{"elem": {"val": "02:00:00:00:00:01", "timeout": 86400, "expires": 86399}}',
+        '{"elem": {"val": "02:00:00:00:00:02", "timeout": 3723, "expires": 3722}}',
+        '"02:00:00:00:00:03"',
+        '{"elem": {"val": "02:00:00:00:00:04", "timeout": 1, "expires": 0}}',  # 0 < left < 1 s
+        '{"elem": {"val": "02:00:00:00:00:05", "timeout": 172800, "expires": 172799}}',
+        '{"elem": {"val": "02:00:00:00:00:06", "timeout": 60}}',  # run out, not yet removed
+        '"02:00:00:00:00:07"')
     done = ok(fake_nft("list", listing=listing))
     assert json.loads(done.stdout) == [
         {"mac": "02:00:00:00:00:01", "seconds_left": 86400},
@@ -434,12 +575,91 @@ def test_list_reads_every_duration_nft_prints(fake_nft):
         {"mac": "02:00:00:00:00:03", "seconds_left": None},
         {"mac": "02:00:00:00:00:04", "seconds_left": 1},
         {"mac": "02:00:00:00:00:05", "seconds_left": 172800},
+        {"mac": "02:00:00:00:00:07", "seconds_left": None},
     ]
-    empty = "table inet callpass {\n\tset allowed {\n\t\ttype ether_addr\n\t}\n}\n"
-    assert ok(fake_nft("list", listing=empty)).stdout == "[]\n"
-    odd = empty.replace("ether_addr", "ether_addr\n\t\telements = { 02:00:00:00:00:01 expires soon }")
-    done = fake_nft("list", listing=odd)
-    assert done.returncode == 1 and "soon" in done.stderr
+    assert fake_nft.log.read_text().splitlines() == ["-j list set inet callpass allowed"]
+    assert ok(fake_nft("list", listing=nft_json())).stdout == "[]\n"
+    assert ok(fake_nft("list", listing=nft_json('"02:00:00:00:00:01"'))).stdout == \
+        '[{"mac": "02:00:00:00:00:01", "seconds_left": null}]\n'
+
+
+@pytest.mark.parametrize("element, shown", [
+    ('{"elem": {"val": "02:00:00:00:00:01", "timeout": 60, "expires": "soon"}}', "soon"),
+    ('{"elem": {"val": "02:00:00:00:00:01", "timeout": 60, "comment": "x"}}', "comment"),
+    ('"02:00:00:00:00:0g"', "02:00:00:00:00:0g"),
+    ('{"elem": {"val": "02:00:00:00:00:01:ff", "timeout": 60, "expires": 59}}',
+     "02:00:00:00:00:01:ff"),
+])
+def test_list_refuses_what_it_cannot_read(fake_nft, element, shown):
+    done = fake_nft("list", listing=nft_json('"02:00:00:00:00:02"', element))
+    assert done.returncode == 1 and shown in done.stderr
+    assert done.stdout == ""  # no half answer
+    truncated = nft_json('"02:00:00:00:00:02"', '"02:00:00:00:00:03"').split("]}}]}")[0]
+    assert fake_nft("list", listing=truncated).returncode == 1
+
+
+def test_allow_revoke_and_apply_run_one_transaction_and_never_list_first(fake_nft):
+    ok(fake_nft("allow", "02-CC-00-00-00-11", "60"))
+    ok(fake_nft("revoke", "02:cc:00:00:00:12"))
+    ok(fake_nft("allow", "02:cc:00:00:00:13"))
+    batch = ("allow 02:cc:00:00:00:21 60\nrevoke 02:cc:00:00:00:22\n\nallow 02:CC:00:00:00:23\n"
+             "allow 02:cc:00:00:00:21 30\nallow 02:cc:00:00:00:22 45\nrevoke 02:cc:00:00:00:23\n")
+    ok(fake_nft("apply", input=batch))
+    assert fake_nft.log.read_text().splitlines() == ["-f -"] * 4
+    a, b, c = "02:cc:00:00:00:11", "02:cc:00:00:00:12", "02:cc:00:00:00:13"
+    x, y, z = "02:cc:00:00:00:21", "02:cc:00:00:00:22", "02:cc:00:00:00:23"
+    assert fake_nft.input.read_text() == "".join([
+        # allow: add (no-op when there), delete, add with the new time
+        elements("add", a), elements("delete", a), elements("add", f"{a} timeout 60s"),
+        # revoke: add + delete, fine whether or not it was there
+        elements("add", b), elements("delete", b),
+        elements("add", c), elements("delete", c), elements("add", c),
+        # the batch: every MAC once, its last line deciding
+        elements("add", x, y, z), elements("delete", x, y, z),
+        elements("add", f"{x} timeout 30s", f"{y} timeout 45s"),
+    ])
+
+
+def elements(command, *members):
+    """An nft command on set allowed as the script writes it: one element per line."""
+    return (f"{command} element inet callpass allowed {{\n"
+            + ",\n".join(f"\t{member}" for member in members) + "\n}\n")
+
+
+def test_apply_of_an_empty_batch_runs_no_nft(fake_nft):
+    ok(fake_nft("apply", input=""))
+    ok(fake_nft("apply", input="\n \t\n"))
+    assert not fake_nft.log.exists()
+
+
+@pytest.mark.parametrize("batch, line", BAD_BATCHES, ids=repr)
+def test_bad_apply_lines_never_reach_nft(fake_nft, batch, line):
+    done = fake_nft("apply", input=batch)
+    assert done.returncode == 2 and f"line {line}:" in done.stderr
+    assert not fake_nft.log.exists()
+
+
+def test_a_failed_transaction_says_whether_the_table_is_missing(fake_nft):
+    done = fake_nft("allow", MAC, FAKE_NFT_FAIL="Could not process rule: No buffer space available")
+    assert done.returncode == 1
+    assert "No buffer space available" in done.stderr and "nft failed" in done.stderr
+    assert "up first" not in done.stderr
+    assert fake_nft.log.read_text().splitlines() == ["-f -", "-t list sets table inet callpass"]
+
+    for args in (("allow", MAC), ("revoke", MAC), ("apply",), ("garden", "add", "10.0.0.0/8"),
+                 ("garden", "del", "10.0.0.0/8"), ("list",)):
+        done = fake_nft(*args, input=f"allow {MAC}\n", FAKE_NFT_FAIL="No such file or directory",
+                        FAKE_NFT_NO_TABLE="1")
+        assert done.returncode == 1, args
+        assert done.stderr == ("callpass-fw: table inet callpass does not exist: "
+                               "run callpass-fw up first\n"), args
+
+    # When nft cannot work at all (not root), saying the table is missing would mislead.
+    for args in (("allow", MAC), ("list",), ("garden", "del", "10.0.0.0/8")):
+        done = fake_nft(*args, FAKE_NFT_FAIL="Operation not permitted", FAKE_NFT_BROKEN="1")
+        assert done.returncode == 1, args
+        assert "Operation not permitted" in done.stderr and "nft failed" in done.stderr, args
+        assert "up first" not in done.stderr, args
 
 
 @pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=repr)

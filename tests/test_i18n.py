@@ -136,9 +136,9 @@ def test_plural_minutes_follow_each_languages_rules(guest):
     assert guest.start("+79161234567").status_code == 303
     guest.call("79161234567")
     guest.client.set_cookie("lang", "ru")
-    assert "примерно на 239 минут." in guest.client.get("/").get_data(as_text=True)
+    assert "примерно на 240 минут." in guest.client.get("/").get_data(as_text=True)
     guest.client.set_cookie("lang", "uk")
-    assert "приблизно на 239 хвилин." in guest.client.get("/").get_data(as_text=True)
+    assert "приблизно на 240 хвилин." in guest.client.get("/").get_data(as_text=True)
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

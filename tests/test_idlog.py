@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
 from admin_support import admin, audit_rows  # noqa: F401
-from conftest import GUEST_MAC
+from conftest import GUEST_MAC, wait_until
 from portal import cli, idlog, storage
 from test_admin_auth import write_config
 
@@ -152,9 +152,13 @@ def test_purge_command_and_the_daily_maintenance(app, tmp_path):
     assert "1 sessions, 1 verifications, 0 notifications" in result.output
 
     add_session(engine, started=old, mac="02:cc:00:00:00:02")
-    stop = cli.start_maintenance(app)  # purges at start, then daily
+    stop = cli.start_background(app)  # purges at start, then daily
+
+    def sessions_left():
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(storage.access_session)).scalar()
+
+    assert wait_until(lambda: sessions_left() == 0 and len(audit_rows(app)) == 2)
     stop.set()
-    with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(storage.access_session)).scalar() == 0
     assert [(r.action, r.admin) for r in audit_rows(app)] == [("purge", "shell"),
                                                               ("purge", "daily purge")]

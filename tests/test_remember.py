@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from conftest import GUEST_MAC, notify
+from conftest import GUEST_MAC, notify, settle
 from portal import sessions, settings
 from portal.storage import access_session, utcnow, verification
 
@@ -31,7 +31,8 @@ def verify_by_call(guest, seconds_ago=0):
 def end_all_sessions(app, firewall):
     engine = app.extensions["callpass"].engine
     for row in sessions.live_sessions(engine):
-        sessions.end_session(engine, firewall, row.id, "expired")
+        sessions.end_session(engine, row.id, "expired")
+    settle(app)
 
 
 def rows(app):

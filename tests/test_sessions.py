@@ -1,51 +1,55 @@
-"""Access sessions and the firewall kept in step (what `fw-sync` and `serve` start do)."""
+"""Access sessions and the firewall kept in step (what `fw-sync`, `serve` and its worker do)."""
 
 import subprocess
 import sys
 from datetime import timedelta
 
-from portal import sessions, storage
+from conftest import open_session, settle
+
+from portal import firewall_sync, sessions, storage
 
 
 def test_sync_re_allows_live_sessions_and_revokes_strays(app, firewall):
     engine = app.extensions["callpass"].engine
-    sessions.grant_access(engine, firewall, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 30)
-    ended = sessions.grant_access(engine, firewall, "02:cc:00:00:00:12", "10.77.0.12",
-                                  "+79161234568", 30)
-    sessions.end_session(engine, firewall, ended, "revoked")
+    open_session(app, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 30)
+    ended = open_session(app, "02:cc:00:00:00:12", "10.77.0.12", "+79161234568", 30)
+    sessions.end_session(engine, ended, "revoked")
+    settle(app)
     # The gateway rebooted: its firewall forgot everyone, and someone was added by hand.
     fresh = type(firewall)()
     fresh.allow("02:cc:00:00:00:99", 600)
-    allowed, revoked = sessions.sync_firewall(engine, fresh)
+    allowed, revoked = firewall_sync.sync_all(engine, fresh)
     assert (allowed, revoked) == (1, 1)
     assert set(fresh.list()) == {"02:cc:00:00:00:11"}
     assert 29 * 60 < fresh.list()["02:cc:00:00:00:11"] <= 30 * 60
+    # In step now: a second pass changes nothing.
+    assert firewall_sync.sync_all(engine, fresh) == (0, 0)
 
 
 def test_expired_sessions_are_closed_with_their_reason(app, firewall):
     engine = app.extensions["callpass"].engine
-    session_id = sessions.grant_access(engine, firewall, "02:cc:00:00:00:11", "10.77.0.11",
-                                       "+79161234567", 30)
+    session_id = open_session(app, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 30)
     with engine.begin() as conn:
         conn.execute(storage.access_session.update().values(
             ends_at=storage.utcnow() - timedelta(seconds=1)))
+    assert sessions.active_session(engine, "02:cc:00:00:00:11") is None  # reads compare with now
     assert sessions.close_expired(engine) == 1
     with engine.connect() as conn:
         row = conn.execute(storage.access_session.select()
                            .where(storage.access_session.c.id == session_id)).first()
     assert row.end_reason == "expired" and row.ended_at is not None
-    assert sessions.active_session(engine, "02:cc:00:00:00:11") is None
 
 
 def test_a_new_session_replaces_the_old_one_of_that_mac(app, firewall):
     engine = app.extensions["callpass"].engine
-    first = sessions.grant_access(engine, firewall, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 30)
-    sessions.grant_access(engine, firewall, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 60)
+    first = open_session(app, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 30)
+    open_session(app, "02:cc:00:00:00:11", "10.77.0.11", "+79161234567", 60)
     with engine.connect() as conn:
         old = conn.execute(storage.access_session.select()
                            .where(storage.access_session.c.id == first)).first()
     assert old.end_reason == "replaced"
     assert len(sessions.live_sessions(engine)) == 1
+    assert firewall.list()["02:cc:00:00:00:11"] > 59 * 60
 
 
 def test_fw_sync_command(tmp_path):

@@ -1,0 +1,217 @@
+"""The firewall worker: makes the gateway firewall follow the database, in batches, off the
+request path.
+
+Requests and commands only write the desired state (`sessions`, which queues each changed MAC in
+`firewall_change`) and wake the worker. One worker thread per process then applies every queued
+MAC's current state in one `apply` call (one nft transaction), marks the sessions it let through
+as online, and deletes the queue rows it applied. Besides the queue it makes a full pass — list
+the firewall, compare with every live session, fix the difference in batches — when it starts
+and every minute, so a firewall that lost its set (a reboot, `callpass-fw up` after `down`) is
+refilled without anyone asking.
+
+This is the one place firewall failures are handled: the rows stay queued, the failure is logged
+once, shown on the dashboard and /healthz, and retried with backoff; no request ever sees it.
+"""
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import storage
+from .firewall import MAX_SECONDS, FirewallError
+from .sessions import seconds_until
+from .storage import access_session, firewall_change, utcnow
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000               # MACs per apply call (one nft transaction)
+POLL_SECONDS = 2.0         # changes written by other processes are picked up this often
+FULL_SYNC_SECONDS = 60
+MAX_BACKOFF_SECONDS = 30.0
+DRIFT_SECONDS = 60         # a kernel timeout this far off the session's end is set again
+
+
+def apply_pending(engine, firewall, batch=BATCH):
+    """Apply every queued MAC's current state to the firewall; returns how many MACs were applied.
+
+    Raises FirewallError (the queue is kept) when the firewall refuses.
+    """
+    applied = 0
+    while True:
+        with engine.connect() as conn:
+            queued = conn.execute(select(firewall_change.c.id, firewall_change.c.mac)
+                                  .order_by(firewall_change.c.id).limit(batch)).all()
+        if not queued:
+            return applied
+        macs = sorted({row.mac for row in queued})
+        _apply_state(engine, firewall, macs)
+        with storage.begin(engine) as conn:
+            conn.execute(delete(firewall_change)
+                         .where(firewall_change.c.id.in_([row.id for row in queued])))
+        applied += len(macs)
+
+
+def _apply_state(engine, firewall, macs):
+    """Give the firewall the current state of macs: allowed until their session ends, or not."""
+    now = utcnow()
+    with engine.connect() as conn:
+        live = conn.execute(select(access_session.c.id, access_session.c.mac,
+                                   access_session.c.ends_at)
+                            .where(access_session.c.mac.in_(macs),
+                                   access_session.c.ended_at.is_(None),
+                                   access_session.c.ends_at > now)).all()
+    ends = {}
+    for row in live:
+        ends[row.mac] = max(ends.get(row.mac, row.ends_at), row.ends_at)
+    changes = [("allow", mac, min(MAX_SECONDS, seconds_until(ends[mac]))) if mac in ends
+               else ("revoke", mac) for mac in macs]
+    firewall.apply(changes)
+    _mark_online(engine, [row.id for row in live])
+
+
+def _mark_online(engine, session_ids):
+    """Record that the firewall now lets these sessions' MACs through."""
+    if not session_ids:
+        return
+    with storage.begin(engine) as conn:
+        now = utcnow()
+        for first in range(0, len(session_ids), 500):
+            conn.execute(update(access_session)
+                         .where(access_session.c.id.in_(session_ids[first:first + 500]),
+                                access_session.c.firewall_at.is_(None))
+                         .values(firewall_at=now))
+
+
+def sync_all(engine, firewall, batch=BATCH):
+    """Make the firewall match every live session: allow the missing (or far off), revoke the rest.
+
+    Returns (allowed, revoked) counts; raises FirewallError when the firewall refuses.
+    """
+    now = utcnow()
+    with engine.connect() as conn:
+        live = conn.execute(select(access_session.c.id, access_session.c.mac,
+                                   access_session.c.ends_at, access_session.c.firewall_at)
+                            .where(access_session.c.ended_at.is_(None),
+                                   access_session.c.ends_at > now)).all()
+    wanted = {}
+    for row in live:
+        wanted[row.mac] = max(wanted.get(row.mac, 0),
+                              min(MAX_SECONDS, seconds_until(row.ends_at)))
+    present = firewall.list()  # mac -> seconds left, None for no timeout
+
+    def is_off(mac, seconds):
+        return mac not in present or present[mac] is None or \
+            abs(present[mac] - seconds) > DRIFT_SECONDS
+
+    changes = [("allow", mac, seconds) for mac, seconds in wanted.items() if is_off(mac, seconds)]
+    changes += [("revoke", mac) for mac in present if mac not in wanted]
+    for first in range(0, len(changes), batch):
+        firewall.apply(changes[first:first + batch])
+    _mark_online(engine, [row.id for row in live if row.firewall_at is None])
+    allowed = sum(1 for change in changes if change[0] == "allow")
+    return allowed, len(changes) - allowed
+
+
+def pending_count(engine):
+    """How many changes wait for the firewall."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(firewall_change)).scalar()
+
+
+class FirewallWorker:
+    """The thread that applies queued changes (woken by `wake()`) and the periodic full pass."""
+
+    def __init__(self, engine, firewall, on_applied=None):
+        self.engine = engine
+        self.firewall = firewall
+        self.on_applied = on_applied or (lambda: None)  # e.g. drop cached online states
+        self.error = None          # the last failure's message, None while the firewall works
+        self.failing_since = None  # aware datetime of the first failure in a row
+        self.last_success = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._full_sync_due = 0.0  # time.monotonic() of the next full pass: at once
+
+    def wake(self):
+        """Something was queued: apply it now (returns at once)."""
+        self._wake.set()
+
+    def start(self):
+        """Run in a daemon thread until stop()."""
+        self._thread = threading.Thread(target=self._loop, name="callpass-firewall", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=5):
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_once(self):
+        """One pass: the full comparison when due, then the queue. Raises on failure."""
+        if time.monotonic() >= self._full_sync_due:
+            allowed, revoked = sync_all(self.engine, self.firewall)
+            self._full_sync_due = time.monotonic() + FULL_SYNC_SECONDS
+            if allowed or revoked:
+                log.info("firewall sync: %s allowed, %s revoked", allowed, revoked)
+                self.on_applied()
+        self.apply_pending()
+
+    def apply_pending(self):
+        """Apply the queue now, in the calling thread (tests and `fw-sync` use it directly)."""
+        if apply_pending(self.engine, self.firewall):
+            self.on_applied()
+
+    def status(self):
+        """{"ok", "error", "failing_since", "pending"} for /healthz and the dashboard."""
+        try:
+            pending = pending_count(self.engine)
+        except SQLAlchemyError:
+            pending = None
+        return {"ok": self.error is None, "error": self.error,
+                "failing_since": self.failing_since,
+                "pending": pending}
+
+    def _loop(self):
+        backoff = 0.0
+        while not self._stop.is_set():
+            if backoff:
+                # While the firewall fails, wake-ups wait for the backoff: no hammering.
+                self._stop.wait(backoff)
+            else:
+                self._wake.wait(min(POLL_SECONDS, max(0.0, self._full_sync_due - time.monotonic())))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            backoff = 0.0 if self.attempt() else min(MAX_BACKOFF_SECONDS, max(0.5, backoff * 2))
+
+    def attempt(self):
+        """run_once, recording the outcome for status(); True when it worked."""
+        try:
+            self.run_once()
+        except (FirewallError, SQLAlchemyError, ValueError) as exc:  # ValueError: a bad stored MAC
+            self._failed(exc)
+            return False
+        self._succeeded()
+        return True
+
+    def _failed(self, exc):
+        message = str(exc)
+        if message != self.error:  # logged once per distinct failure, not once per retry
+            log.error("firewall: %s (changes are kept and retried with backoff)", message)
+        if self.error is None:
+            self.failing_since = datetime.now(timezone.utc)
+        self.error = message
+
+    def _succeeded(self):
+        if self.error is not None:
+            log.info("firewall works again (failing since %s)", self.failing_since.isoformat())
+        self.error = None
+        self.failing_since = None
+        self.last_success = utcnow()

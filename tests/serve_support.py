@@ -1,0 +1,140 @@
+"""Run `callpass serve` as a real process on loopback, as an operator would, for the tests that
+need the production server (waitress, the firewall worker, the maintenance thread)."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+TOKEN = "serve-test-token-0123456789"
+SECRET = "serve-test-secret"
+
+# A stand-in firewall script with the real one's interface (apply on stdin, list as JSON) that
+# keeps its set in a JSON file and fails or hangs on demand (the word in the file `mode`).
+FAKE_SCRIPT = """#!{python}
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+mode = open(os.path.join(here, "mode")).read().strip()
+if mode == "fail":
+    sys.exit("callpass-fw: nft failed: simulated failure")
+if mode == "hang":
+    time.sleep(300)
+path = os.path.join(here, "set.json")
+allowed = json.load(open(path)) if os.path.exists(path) else {{}}
+now = time.time()
+allowed = {{mac: end for mac, end in allowed.items() if end is None or end > now}}
+verb = sys.argv[1]
+if verb == "apply":
+    for line in sys.stdin:
+        words = line.split()
+        if words and words[0] == "allow":
+            allowed[words[1]] = now + int(words[2]) if len(words) > 2 else None
+        elif words and words[0] == "revoke":
+            allowed.pop(words[1], None)
+elif verb == "list":
+    print(json.dumps([{{"mac": mac, "seconds_left": None if end is None else int(end - now) + 1}}
+                      for mac, end in allowed.items()]))
+json.dump(allowed, open(path + ".tmp", "w"))
+os.replace(path + ".tmp", path)
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fake_script(folder, mode="ok"):
+    """Write the stand-in firewall script into folder; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "callpass-fw"
+    script.write_text(FAKE_SCRIPT.format(python=sys.executable))
+    script.chmod(0o755)
+    (folder / "mode").write_text(mode)
+    return script
+
+
+def write_config(path, *, port, database, provider_url, arp, script, extra=""):
+    path.write_text(f"""
+[portal]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/"
+secret_key = "{'k' * 40}"
+database = "sqlite:///{database}"
+neighbour_table = "{arp}"
+limit_per_device = "1000 per minute"
+limit_per_phone = "1000 per minute"
+{extra}
+[provider]
+base_url = "{provider_url}"
+fallback_urls = []
+login = "venue"
+password = "venue-password"
+timeout_seconds = 20
+
+[callback]
+token = "{TOKEN}"
+signature = "md5"
+secret = "{SECRET}"
+
+[gateway]
+firewall = "script"
+script = "{script}"
+script_timeout_seconds = 2
+""")
+    return path
+
+
+def write_arp(path, entries):
+    """A /proc/net/arp-format file: {ip: mac}."""
+    lines = ["IP address       HW type     Flags       HW address            Mask     Device"]
+    lines += [f"{ip:<16} 0x1         0x2         {mac}     *        br-lan"
+              for ip, mac in entries.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+class ServeProcess:
+    """`python -m portal serve --config FILE`, started and stopped (or killed) by the test."""
+
+    def __init__(self, config, log_path):
+        self.config, self.log_path = config, log_path
+        self.process = None
+
+    def start(self, port, wait=True):
+        self.log = open(self.log_path, "a")
+        self.process = subprocess.Popen([sys.executable, "-m", "portal", "serve",
+                                         "--config", str(self.config)],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                    return self
+                except requests.ConnectionError:
+                    if self.process.poll() is not None:
+                        break
+                    time.sleep(0.05)
+            raise AssertionError("serve did not start:\n" + Path(self.log_path).read_text())
+        return self
+
+    def kill(self):
+        """kill -9: no clean-up of any kind."""
+        self.process.kill()
+        self.process.wait(10)
+        self.log.close()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
