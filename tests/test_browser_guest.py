@@ -90,14 +90,15 @@ def test_whole_flow_in_russian(portal, new_phone, simulator):
     assert number.evaluate("n => parseFloat(getComputedStyle(n).fontSize)") >= 28  # large
     snap(page, "ru-2-wait")
 
-    assert portal.firewall.calls == []
+    assert [c for c in portal.firewall.calls if c[0] != "list"] == []  # nobody let through yet
     place_call(simulator, "79161234567")
     page.get_by_role("heading", name="Вы в интернете").wait_for()  # the page polled and reloaded
     assert ("allow", BROWSER_MAC, 240 * 60) in portal.firewall.calls
     snap(page, "ru-3-online")
 
     page.goto(portal.url + "/")
-    assert page.get_by_text("Это устройство подключено ещё примерно на 239 минут.").is_visible()
+    assert page.get_by_text(re.compile(r"Это устройство подключено ещё примерно на 2(39|40) минут\.")
+                            ).is_visible()
 
 
 def test_whole_flow_in_english_with_the_language_switch(portal, new_phone, simulator):
