@@ -146,3 +146,34 @@ def test_forged_notifications_are_rate_limited_per_address(client, app):
         assert notify(client, "79161234567", token="wrong-token-0123456789").status_code == 403
     assert notify(client, "79161234567", token="wrong-token-0123456789").status_code == 429
     assert len(notifications(app)) == 30
+
+
+def test_a_call_confirms_only_its_own_phone(app, firewall, make_guest):
+    first = make_guest("10.77.0.11", "02:cc:00:00:00:11")
+    second = make_guest("10.77.0.12", "02:cc:00:00:00:12")
+    assert first.start("+79161234567").status_code == 303
+    assert second.start("+79161234568").status_code == 303
+
+    assert first.call("79161234567").data == b"OK"
+
+    assert (first.status()["state"], first.status()["access"]) == ("confirmed", "online")
+    assert (second.status()["state"], second.status()["access"]) == ("pending", None)
+    assert set(firewall.list()) == {"02:cc:00:00:00:11"}
+
+
+def test_only_call_events_open_the_firewall(guest, app, firewall):
+    """A signed, fresh notification of another kind (no waitcall: a delivery status, an SMS)."""
+    guest.start("+79161234567")
+    fields = signed_fields("79161234567")
+    del fields["waitcall"]
+    answer = guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=fields)
+    assert answer.status_code == 200 and answer.data == b"OK"
+    settle(app)
+    assert guest.status()["state"] == "pending"
+    assert firewall.calls == [] and firewall.list() == {}
+    assert (notifications(app)[-1].verdict, notifications(app)[-1].reason) == (
+        "ignored", "not a call-confirmation event")
+    # The same with waitcall=0.
+    guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=dict(fields, waitcall="0"))
+    settle(app)
+    assert guest.status()["state"] == "pending" and firewall.list() == {}

@@ -216,3 +216,18 @@ def test_the_dnsmasq_snippet_announces_the_api_over_https():
     api = urlsplit(announced)
     assert api.scheme == "https" and api.path == "/api/captive"
     assert re.search(rf"^address=/{re.escape(api.hostname)}/[\d.]+$", text, re.M)
+
+
+def test_guests_are_identified_by_the_socket_never_by_headers(app, make_guest, client):
+    """A device with no neighbour entry claims to be a LAN guest through X-Forwarded-For."""
+    victim = make_guest("10.77.0.11", "02:cc:00:00:00:11")
+    stranger = app.test_client()
+    stranger.environ_base.update(REMOTE_ADDR="10.77.0.99")  # not in the neighbour table
+    answer = stranger.post("/", data={"phone": "+79161234567"},
+                           headers={"X-Forwarded-For": victim.ip, "X-Real-IP": victim.ip,
+                                    "Forwarded": f"for={victim.ip}"})
+    assert answer.status_code == 403
+    engine = app.extensions["callpass"].engine
+    with engine.connect() as conn:
+        assert conn.execute(storage.verification.select()).all() == []
+        assert conn.execute(storage.access_session.select()).all() == []

@@ -18,7 +18,8 @@ def test_valid_numbers_become_e164(typed, region, e164):
 
 @pytest.mark.parametrize("typed", ["", "   ", "123", "abc", "+7 916", "+7 916 123 45 67 89 00",
                                    "+79161234567; rm -rf /", "٩١٦١٢٣٤٥٦٧", "x" * 1000,
-                                   "+7 800 555-35-35"])
+                                   "+7 800 555-35-35",   # toll-free
+                                   "+7 809 505-12-34"])  # premium rate
 def test_invalid_numbers_are_refused_with_a_reason(typed):
     with pytest.raises(phone.InvalidPhone) as caught:
         phone.normalise(typed, "RU")
