@@ -37,7 +37,7 @@ app = Flask(__name__)
 def probe():
     return redirect("http://127.0.0.1/", code=302)
 waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=32, connection_limit=1000,
-               asyncore_use_poll=True, _quiet=True)
+               asyncore_use_poll=True)
 """
 
 
@@ -230,7 +230,6 @@ async def flows(stack, entries, seconds):
 def flows_per_second(folder, count=200, seconds=10):
     """((script flows/s, errors), (noop flows/s, errors))."""
     entries = guests(count, third=2)
-    extra = 'limit_per_device = "100000 per minute"\n'
     results = {}
     ns = gateway_namespace("bench-flows")
     try:
