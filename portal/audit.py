@@ -5,6 +5,7 @@ Details name what changed (setting keys, a session's MAC, a date range), never a
 
 from sqlalchemy import select
 
+from . import storage
 from .storage import audit, utcnow
 
 # Actions, as stored; the admin page shows them in words.
@@ -26,7 +27,7 @@ MAX_DETAIL = 1000
 
 def record(engine, admin, remote_addr, action, detail=""):
     """Add one entry to the audit log."""
-    with engine.begin() as conn:
+    with storage.begin(engine) as conn:
         conn.execute(audit.insert().values(
             at=utcnow(), admin=(admin or "-")[:64], remote_addr=(remote_addr or "-")[:45],
             action=action, detail=detail[:MAX_DETAIL]))

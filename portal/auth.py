@@ -15,6 +15,7 @@ from flask import request, session
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import storage
 from .storage import admin_user, utcnow
 
 MIN_PASSWORD_LENGTH = 10
@@ -50,27 +51,28 @@ def add_admin(engine, name, password):
     """Create an admin account; AccountError when the name is taken or the password too weak."""
     check_name(name)
     check_password(name, password)
-    with engine.begin() as conn:
+    password_hash = generate_password_hash(password, method=HASH_METHOD)  # slow: before the lock
+    with storage.begin(engine) as conn:
         if conn.execute(select(admin_user.c.id).where(admin_user.c.name == name)).first():
             raise AccountError(f"an admin named {name!r} already exists")
         conn.execute(admin_user.insert().values(
-            name=name, password_hash=generate_password_hash(password, method=HASH_METHOD),
-            created_at=utcnow()))
+            name=name, password_hash=password_hash, created_at=utcnow()))
 
 
 def set_password(engine, name, password):
     """Replace an admin's password (which signs out their open browsers)."""
     check_password(name, password)
-    with engine.begin() as conn:
+    password_hash = generate_password_hash(password, method=HASH_METHOD)  # slow: before the lock
+    with storage.begin(engine) as conn:
         result = conn.execute(admin_user.update().where(admin_user.c.name == name).values(
-            password_hash=generate_password_hash(password, method=HASH_METHOD)))
+            password_hash=password_hash))
     if result.rowcount == 0:
         raise AccountError(f"there is no admin named {name!r}")
 
 
 def remove_admin(engine, name):
     """Delete an admin account (its open browsers are signed out on their next request)."""
-    with engine.begin() as conn:
+    with storage.begin(engine) as conn:
         result = conn.execute(admin_user.delete().where(admin_user.c.name == name))
     if result.rowcount == 0:
         raise AccountError(f"there is no admin named {name!r}")

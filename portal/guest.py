@@ -150,9 +150,10 @@ def index():
     return form_page()
 
 
-def reached_provider(response):
-    """Only attempts that got as far as the provider count against the limits; typos do not."""
-    return response.status_code not in (400, 403) or response.headers.get("X-Provider-Code") == "1"
+def reached_provider(_response):
+    """Only attempts that got as far as the provider count against the limits: typos, a device
+    off the LAN, a remembered device and "busy, try again" do not."""
+    return g.get("callpass_asked_provider", False)
 
 
 @bp.post("/")
@@ -187,15 +188,15 @@ def start():
     # A slow provider holds a thread per request: beyond max_concurrent, say so at once.
     if not svc.provider_slots.acquire(blocking=False):
         log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
-        return form_page(typed, {"phone": str(BUSY_MESSAGE)}, 503, {"Retry-After": "5"})
+        return form_page(typed, {"phone": str(BUSY_MESSAGE)}, 503)
+    g.callpass_asked_provider = True
     try:
         row = verification.start_verification(
             svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"])
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
         status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
-        return form_page(typed, {"phone": str(message)}, status,
-                         {"X-Provider-Code": str(exc.code)})
+        return form_page(typed, {"phone": str(message)}, status)
     except ProviderUnavailable as exc:
         log.warning("provider unavailable: %s", exc)
         return form_page(typed, {"phone": str(UNAVAILABLE_MESSAGE)}, 503)
@@ -236,16 +237,14 @@ def status(token):
 
 
 def access_of(row):
-    """For a confirmed verification: "online" once the firewall lets its device through,
-    "connecting" until then, "ended" after its session; None before a confirmation."""
+    """For a confirmed verification: "connecting" until the firewall lets its device through,
+    "online" then, "ended" after its session; None before a confirmation."""
     if row.state != verification.CONFIRMED:
         return None
     session = verification.session_of(services().engine, row)
-    if sessions.is_online(session):
-        return "online"
     if session is None or session.ended_at is not None or session.ends_at <= utcnow():
-        return "ended" if session is not None else "connecting"
-    return "connecting"
+        return "ended"
+    return "online" if session.firewall_at is not None else "connecting"
 
 
 def stage_of(row):

@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import delete, func, select
 
-from . import audit
+from . import audit, storage
 from .storage import access_session, notification, utcnow, verification
 
 EXPORT_BATCH = 500  # rows per batch: memory use follows this, not the size of the log
@@ -108,7 +108,7 @@ def purge(engine, retention_days, now=None):
     """
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     s, v, n = access_session, verification, notification
-    with engine.begin() as conn:
+    with storage.begin(engine) as conn:
         sessions = conn.execute(delete(s).where(s.c.ended_at.is_not(None),
                                                 s.c.ended_at < cutoff)).rowcount
         still_used = select(s.c.verification_id).where(s.c.verification_id.is_not(None))

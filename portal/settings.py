@@ -14,7 +14,7 @@ import phonenumbers
 from flask import g, has_request_context
 from sqlalchemy import select
 
-from . import services
+from . import services, storage
 from .config import LANGUAGES
 from .firewall import FirewallError
 from .storage import asset, setting, utcnow
@@ -55,7 +55,7 @@ def current():
 def save(svc, changes, admin):
     """Store overrides {"section.key": value}; values must already be validated."""
     now = utcnow()
-    with svc.engine.begin() as conn:
+    with storage.begin(svc.engine) as conn:
         for key, value in changes.items():
             if key not in EDITABLE:
                 raise KeyError(key)
@@ -290,7 +290,7 @@ def check_logo(data):
 
 def save_logo(svc, data, content_type):
     """Store an uploaded logo (checked by check_logo); it replaces the previous one."""
-    with svc.engine.begin() as conn:
+    with storage.begin(svc.engine) as conn:
         conn.execute(asset.delete().where(asset.c.name == "logo"))
         conn.execute(asset.insert().values(name="logo", content_type=content_type, data=data,
                                            updated_at=utcnow()))
@@ -298,7 +298,7 @@ def save_logo(svc, data, content_type):
 
 def remove_logo(svc):
     """Forget the uploaded logo (the config's venue.logo file, if any, shows again)."""
-    with svc.engine.begin() as conn:
+    with storage.begin(svc.engine) as conn:
         conn.execute(asset.delete().where(asset.c.name == "logo"))
 
 

@@ -173,6 +173,7 @@ def connect(url):
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         engine.callpass_write_lock = threading.Lock()
+        engine.callpass_writer = engine.execution_options(callpass_write=True)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -182,10 +183,12 @@ def begin(engine):
     """A write transaction (`with storage.begin(engine) as conn:`), committed when the block ends.
 
     SQLite takes one writer at a time and makes the others sleep and retry; within a process
-    writers queue on a lock instead, which is fair and wakes them at once.
+    writers queue on a lock instead, which is fair and wakes them at once. So never open one
+    write transaction inside another, and keep slow work (password hashing, the provider, the
+    firewall) out of them.
     """
     with getattr(engine, "callpass_write_lock", nullcontext()):
-        with engine.execution_options(callpass_write=True).begin() as conn:
+        with getattr(engine, "callpass_writer", engine).begin() as conn:
             yield conn
 
 

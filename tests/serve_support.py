@@ -58,14 +58,17 @@ def fake_script(folder, mode="ok"):
     return script
 
 
-def write_config(path, *, port, database, provider_url, arp, script, extra=""):
+def write_config(path, *, port, database, provider_url, script, arp=None, extra="",
+                 listen_host="127.0.0.1", public_host="127.0.0.1"):
+    """A complete config for `serve`; arp None reads the kernel's own neighbour table."""
+    neighbours = f'neighbour_table = "{arp}"' if arp else ""
     path.write_text(f"""
 [portal]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}/"
+listen = "{listen_host}:{port}"
+public_url = "http://{public_host}:{port}/"
 secret_key = "{'k' * 40}"
 database = "sqlite:///{database}"
-neighbour_table = "{arp}"
+{neighbours}
 limit_per_device = "1000 per minute"
 limit_per_phone = "1000 per minute"
 {extra}

@@ -8,6 +8,7 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -19,8 +20,8 @@ from sqlalchemy import select
 
 from portal import storage
 from portal.simulator import SimulatorServer
-from test_gateway import SCRIPT
 
+SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "callpass-fw"
 GUESTS = {f"127.0.1.{i}": f"02:cc:00:00:02:{i:02x}" for i in range(1, 41)}
 
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from netns import Topology, requirements_missing
+from serve_support import SECRET, TOKEN, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "deploy" / "callpass-fw"
 PORTAL_PORT = 8080
 SIM_PORT = 8081
-TOKEN = "gateway-test-token-0123456789"
-SECRET = "gateway-test-secret"
 INTERNET_BODY = "the internet"
 
 
@@ -38,33 +37,6 @@ def curl(topo, host, *args, timeout=4):
     return done.returncode, done.stdout
 
 
-def write_config(path, topo, database):
-    path.write_text(f"""
-[portal]
-listen = "0.0.0.0:{PORTAL_PORT}"
-public_url = "http://{topo.gateway.ip}:{PORTAL_PORT}/"
-secret_key = "{'k' * 40}"
-database = "sqlite:///{database}"
-session_minutes = 30
-
-[provider]
-base_url = "http://{topo.upstream.ip}:{SIM_PORT}"
-fallback_urls = []
-login = "venue"
-password = "venue-password"
-timeout_seconds = 5
-
-[callback]
-token = "{TOKEN}"
-signature = "md5"
-secret = "{SECRET}"
-
-[gateway]
-firewall = "script"
-script = "{SCRIPT}"
-""")
-
-
 def wait_for(predicate, seconds=20):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -79,7 +51,9 @@ def test_guest_gets_online_by_calling_on_a_real_gateway(topo, tmp_path):
                   "--portal-port", str(PORTAL_PORT))
     assert up.returncode == 0, up.stderr
     config = tmp_path / "callpass.toml"
-    write_config(config, topo, tmp_path / "callpass.sqlite3")
+    write_config(config, port=PORTAL_PORT, database=tmp_path / "callpass.sqlite3",
+                 provider_url=f"http://{topo.upstream.ip}:{SIM_PORT}", script=SCRIPT,
+                 extra="session_minutes = 30", listen_host="0.0.0.0", public_host=topo.gateway.ip)
     logs = (tmp_path / "serve.log").open("w"), (tmp_path / "sim.log").open("w")
     try:
         topo.popen("upstream", sys.executable, "-m", "portal", "simulator",

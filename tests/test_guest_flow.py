@@ -84,3 +84,24 @@ def test_unknown_token_is_404(client):
     assert client.get("/wait/nope").status_code == 404
     response = client.get("/api/verifications/nope")
     assert response.status_code == 404 and response.is_json
+
+
+def test_only_attempts_that_reach_the_provider_count_against_the_limits(guest, app, simulator):
+    """Typos and "busy, try again" cost the guest nothing; a provider's refusal does."""
+    for _ in range(6):
+        assert guest.start("123").status_code == 400
+    slots = app.extensions["callpass"].provider_slots
+    taken = 0
+    while slots.acquire(blocking=False):  # every provider slot in use by other guests
+        taken += 1
+    for _ in range(6):
+        busy = guest.start("+79161234567")
+        assert busy.status_code == 503 and b"Many guests are signing in" in busy.data
+    for _ in range(taken):
+        slots.release()
+    simulator.state.set_knobs(error_code=1)
+    assert guest.start("+79161234567").status_code == 400  # reached the provider: counts
+    simulator.state.reset()
+    codes = [guest.start(f"+7916123456{i}").status_code for i in range(5)]
+    assert codes == [303] * 4 + [429]
+    assert "X-Provider-Code" not in guest.start("+79161234560").headers

@@ -1,0 +1,65 @@
+"""The schema upgrade keeps everything a venue has: a version-1 database (the first release)
+becomes version 2 with its sessions, its log and its guests online."""
+
+import sqlite3
+
+from sqlalchemy import select
+
+from portal import sessions, storage
+
+VERSION_1 = """
+CREATE TABLE schema_info (id INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (id));
+INSERT INTO schema_info VALUES (1, 1);
+CREATE TABLE verification (
+    id INTEGER NOT NULL, token VARCHAR(64) NOT NULL, phone VARCHAR(20) NOT NULL,
+    mac VARCHAR(17) NOT NULL, ip VARCHAR(45) NOT NULL, call_number VARCHAR(20) NOT NULL,
+    state VARCHAR(10) NOT NULL, created_at DATETIME NOT NULL, expires_at DATETIME NOT NULL,
+    confirmed_at DATETIME, failure TEXT, PRIMARY KEY (id), UNIQUE (token));
+CREATE INDEX ix_verification_phone_state ON verification (phone, state);
+CREATE INDEX ix_verification_created ON verification (created_at);
+CREATE TABLE access_session (
+    id INTEGER NOT NULL, verification_id INTEGER, mac VARCHAR(17) NOT NULL,
+    ip VARCHAR(45) NOT NULL, phone VARCHAR(20) NOT NULL, started_at DATETIME NOT NULL,
+    ends_at DATETIME NOT NULL, ended_at DATETIME, end_reason VARCHAR(40), PRIMARY KEY (id),
+    FOREIGN KEY(verification_id) REFERENCES verification (id));
+CREATE INDEX ix_access_session_started ON access_session (started_at);
+CREATE INDEX ix_access_session_open ON access_session (ended_at, ends_at);
+CREATE INDEX ix_access_session_mac ON access_session (mac);
+CREATE TABLE notification (
+    id INTEGER NOT NULL, received_at DATETIME NOT NULL, remote_addr VARCHAR(45) NOT NULL,
+    phone VARCHAR(20), ts INTEGER, fields TEXT NOT NULL, verdict VARCHAR(20) NOT NULL,
+    reason TEXT NOT NULL, PRIMARY KEY (id));
+CREATE INDEX ix_notification_phone_ts ON notification (phone, ts);
+
+INSERT INTO verification VALUES (1, 't1', '+79161234567', '02:cc:00:00:00:11', '10.77.0.11',
+    '+79001112233', 'confirmed', '2026-11-27 10:00:00', '2099-01-01 00:00:00',
+    '2026-11-27 10:01:00', NULL);
+INSERT INTO access_session VALUES (1, 1, '02:cc:00:00:00:11', '10.77.0.11', '+79161234567',
+    '2026-11-27 10:01:00', '2099-01-01 00:00:00', NULL, NULL);
+-- The first release could accept one call twice (the race this version closes).
+INSERT INTO notification VALUES (1, '2026-11-27 10:01:00', '1.2.3.4', '+79161234567', 1700000000,
+    '{}', 'accepted', 'confirmed 1 verification(s)');
+INSERT INTO notification VALUES (2, '2026-11-27 10:01:00', '1.2.3.4', '+79161234567', 1700000000,
+    '{}', 'accepted', 'confirmed 1 verification(s)');
+INSERT INTO notification VALUES (3, '2026-11-27 10:02:00', '1.2.3.4', NULL, NULL, '{}', 'rejected',
+    'wrong handler token');
+"""
+
+
+def test_a_version_1_database_is_upgraded_without_losing_anything(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_1)
+    engine = storage.connect(f"sqlite:///{path}")
+
+    storage.upgrade(engine)
+    storage.upgrade(engine)  # and again: a second start changes nothing
+
+    with engine.connect() as conn:
+        assert conn.execute(select(storage.schema_info.c.version)).scalar() == 2
+        verdicts = conn.execute(select(storage.notification.c.verdict)
+                                .order_by(storage.notification.c.id)).scalars().all()
+    assert verdicts == ["accepted", "replay", "rejected"]
+    session = sessions.active_session(engine, "02:cc:00:00:00:11")
+    assert session.id == 1 and sessions.is_online(session)  # still online, not "connecting"
+    engine.dispose()
