@@ -27,7 +27,7 @@ DEFAULTS = {
         "ratelimit_storage": "memory://",
         "limit_per_device": "5 per minute; 20 per hour",
         "limit_per_phone": "3 per 10 minutes; 10 per day",
-        "threads": 32,
+        "threads": 16,
         "connection_limit": 1000,
         "trusted_proxy": "",
         "remember_days": 0,

@@ -16,7 +16,6 @@ once, shown on the dashboard and /healthz, and retried with backoff; no request 
 import logging
 import threading
 import time
-from datetime import datetime, timezone
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,15 +47,17 @@ def apply_pending(engine, firewall, batch=BATCH):
         if not queued:
             return applied
         macs = sorted({row.mac for row in queued})
-        _apply_state(engine, firewall, macs)
+        online = _apply_state(engine, firewall, macs)
         with storage.begin(engine) as conn:
+            _mark_online(conn, online)
             conn.execute(delete(firewall_change)
                          .where(firewall_change.c.id.in_([row.id for row in queued])))
         applied += len(macs)
 
 
 def _apply_state(engine, firewall, macs):
-    """Give the firewall the current state of macs: allowed until their session ends, or not."""
+    """Give the firewall the current state of macs: allowed until their session ends, or not.
+    Returns the ids of the sessions it let through."""
     now = utcnow()
     with engine.connect() as conn:
         live = conn.execute(select(access_session.c.id, access_session.c.mac,
@@ -64,26 +65,29 @@ def _apply_state(engine, firewall, macs):
                             .where(access_session.c.mac.in_(macs),
                                    access_session.c.ended_at.is_(None),
                                    access_session.c.ends_at > now)).all()
-    ends = {}
+    wanted = seconds_wanted(live)
+    firewall.apply([("allow", mac, wanted[mac]) if mac in wanted else ("revoke", mac)
+                    for mac in macs])
+    return [row.id for row in live]
+
+
+def seconds_wanted(live):
+    """MAC -> the kernel timeout its live sessions ask for (the latest end, capped)."""
+    wanted = {}
     for row in live:
-        ends[row.mac] = max(ends.get(row.mac, row.ends_at), row.ends_at)
-    changes = [("allow", mac, min(MAX_SECONDS, seconds_until(ends[mac]))) if mac in ends
-               else ("revoke", mac) for mac in macs]
-    firewall.apply(changes)
-    _mark_online(engine, [row.id for row in live])
+        seconds = min(MAX_SECONDS, seconds_until(row.ends_at))
+        wanted[row.mac] = max(wanted.get(row.mac, 0), seconds)
+    return wanted
 
 
-def _mark_online(engine, session_ids):
+def _mark_online(conn, session_ids):
     """Record that the firewall now lets these sessions' MACs through."""
-    if not session_ids:
-        return
-    with storage.begin(engine) as conn:
-        now = utcnow()
-        for first in range(0, len(session_ids), 500):
-            conn.execute(update(access_session)
-                         .where(access_session.c.id.in_(session_ids[first:first + 500]),
-                                access_session.c.firewall_at.is_(None))
-                         .values(firewall_at=now))
+    now = utcnow()
+    for first in range(0, len(session_ids), 500):
+        conn.execute(update(access_session)
+                     .where(access_session.c.id.in_(session_ids[first:first + 500]),
+                            access_session.c.firewall_at.is_(None))
+                     .values(firewall_at=now))
 
 
 def sync_all(engine, firewall, batch=BATCH):
@@ -97,10 +101,7 @@ def sync_all(engine, firewall, batch=BATCH):
                                    access_session.c.ends_at, access_session.c.firewall_at)
                             .where(access_session.c.ended_at.is_(None),
                                    access_session.c.ends_at > now)).all()
-    wanted = {}
-    for row in live:
-        wanted[row.mac] = max(wanted.get(row.mac, 0),
-                              min(MAX_SECONDS, seconds_until(row.ends_at)))
+    wanted = seconds_wanted(live)
     present = firewall.list()  # mac -> seconds left, None for no timeout
 
     def is_off(mac, seconds):
@@ -111,7 +112,8 @@ def sync_all(engine, firewall, batch=BATCH):
     changes += [("revoke", mac) for mac in present if mac not in wanted]
     for first in range(0, len(changes), batch):
         firewall.apply(changes[first:first + batch])
-    _mark_online(engine, [row.id for row in live if row.firewall_at is None])
+    with storage.begin(engine) as conn:
+        _mark_online(conn, [row.id for row in live if row.firewall_at is None])
     allowed = sum(1 for change in changes if change[0] == "allow")
     return allowed, len(changes) - allowed
 
@@ -131,7 +133,6 @@ class FirewallWorker:
         self.on_applied = on_applied or (lambda: None)  # e.g. drop cached online states
         self.error = None          # the last failure's message, None while the firewall works
         self.failing_since = None  # aware datetime of the first failure in a row
-        self.last_success = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -206,7 +207,7 @@ class FirewallWorker:
         if message != self.error:  # logged once per distinct failure, not once per retry
             log.error("firewall: %s (changes are kept and retried with backoff)", message)
         if self.error is None:
-            self.failing_since = datetime.now(timezone.utc)
+            self.failing_since = utcnow()
         self.error = message
 
     def _succeeded(self):
@@ -214,4 +215,3 @@ class FirewallWorker:
             log.info("firewall works again (failing since %s)", self.failing_since.isoformat())
         self.error = None
         self.failing_since = None
-        self.last_success = utcnow()

@@ -33,6 +33,7 @@ UNAVAILABLE_MESSAGE = lazy_gettext("The phone service is not answering. "
                                    "Please try again in a minute.")
 BUSY_MESSAGE = lazy_gettext("Many guests are signing in right now. "
                             "Please try again in a few seconds.")
+PROVIDER_SLOT_WAIT_SECONDS = 0.25
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
 
 
@@ -185,8 +186,9 @@ def start():
     if row is not None:
         svc.firewall_worker.wake()
         return redirect(wait_url(row.token), code=303)
-    # A slow provider holds a thread per request: beyond max_concurrent, say so at once.
-    if not svc.provider_slots.acquire(blocking=False):
+    # A slow provider holds a thread per request: beyond max_concurrent, say so at once (a
+    # fast provider frees a slot within milliseconds, so wait that long).
+    if not svc.provider_slots.acquire(timeout=PROVIDER_SLOT_WAIT_SECONDS):
         log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
         return form_page(typed, {"phone": str(BUSY_MESSAGE)}, 503)
     g.callpass_asked_provider = True

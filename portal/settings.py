@@ -8,10 +8,10 @@ Its messages are English msgids (marked with N_) with parameters; the admin page
 import copy
 import ipaddress
 import json
+import time
 from urllib.parse import urlsplit
 
 import phonenumbers
-from flask import g, has_request_context
 from sqlalchemy import select
 
 from . import services, storage
@@ -43,13 +43,18 @@ def load(svc):
     return merged
 
 
+CACHE_SECONDS = 2.0  # another process's (or node's) admin change applies within this long
+
+
 def current():
-    """Effective settings of the running app, read once per request."""
-    if not has_request_context():
-        return load(services())
-    if "callpass_settings" not in g:
-        g.callpass_settings = load(services())
-    return g.callpass_settings
+    """Effective settings of the running app (read only), loaded at most every CACHE_SECONDS:
+    guest requests must not query every setting each time. save() here clears it at once."""
+    svc = services()
+    cached = svc.cache.get("settings")
+    if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
+        cached = (time.monotonic(), load(svc))
+        svc.cache["settings"] = cached
+    return cached[1]
 
 
 def save(svc, changes, admin):
@@ -62,6 +67,7 @@ def save(svc, changes, admin):
             conn.execute(setting.delete().where(setting.c.key == key))
             conn.execute(setting.insert().values(key=key, value=json.dumps(value),
                                                  updated_at=now, updated_by=admin))
+    svc.cache.pop("settings", None)
 
 
 def logo(svc):

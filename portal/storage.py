@@ -74,6 +74,7 @@ access_session = Table(
     # "connecting", never "online".
     Column("firewall_at", UTCDateTime),
     Index("ix_access_session_mac", "mac"),
+    Index("ix_access_session_phone", "phone"),  # the per-phone device limit, on every call
     Index("ix_access_session_verification", "verification_id"),
     Index("ix_access_session_open", "ended_at", "ends_at"),
     Index("ix_access_session_started", "started_at"),

@@ -5,8 +5,11 @@ namespace (real nftables); needs root. tests/benchmarks.py runs them; alone:
 """
 
 import asyncio
+import collections
 import hashlib
+import http.client
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -100,93 +103,97 @@ def signed(phone_digits):
             "md5": hashlib.md5(f"{phone_digits}:{ts}:{SECRET}".encode()).hexdigest()}
 
 
-def namespace_script(ns, folder):
-    """A script path that runs the real callpass-fw inside ns."""
-    path = Path(folder) / "ns-callpass-fw"
-    path.write_text(f"#!/bin/sh\nexec ip netns exec {ns.name} {SCRIPT} \"$@\"\n")
-    path.chmod(0o755)
-    return path
-
-
-def gateway_namespace(name):
-    ns = Namespace(name)
-    ns.run("ip", "link", "add", "lan0", "type", "bridge", check=True)
-    ns.run("ip", "link", "set", "lan0", "up", check=True)
-    ns.run(str(SCRIPT), "up", "--lan", "lan0", "--portal-port", "8080", check=True)
-    return ns
+def in_gateway(measure, **kwargs):
+    """Run measure(**kwargs) inside a fresh network namespace that plays the gateway (a LAN
+    bridge, `callpass-fw up` done), as `serve`, the simulator and the guests' traffic would run
+    on a real one: the firewall script is called directly, not through `ip netns exec`. Returns
+    what measure returned (JSON)."""
+    with Namespace("bench-gw") as ns:
+        ns.run("ip", "link", "add", "lan0", "type", "bridge", check=True)
+        ns.run("ip", "link", "set", "lan0", "up", check=True)
+        ns.run(str(SCRIPT), "up", "--lan", "lan0", "--portal-port", "8080", check=True)
+        done = ns.run(sys.executable, __file__, "--inside", measure.__name__, json.dumps(kwargs),
+                      timeout=600, cwd=str(ROOT))
+        if done.returncode != 0:
+            raise RuntimeError(f"{measure.__name__} in the namespace failed:\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- 1. notification -> MAC in the kernel set ---------------------------------------------------
 
-def notification_to_set(folder, count=50):
+def notification_to_set(folder, count=50, spread_seconds=2.0):
     """(p50, p99) ms from sending the notification to the MAC appearing in the nft set (nft
-    monitor), `count` guests notified at once; and the nft CLI single-add time (ms)."""
+    monitor) for `count` waiting guests whose calls arrive within `spread_seconds` (0: all at the
+    same instant); and the nft CLI single-add time (ms), the anchor. In a gateway namespace."""
+    return in_gateway(notification_to_set_here, folder=str(folder), count=count,
+                      spread_seconds=spread_seconds)
+
+
+def notification_to_set_here(folder, count, spread_seconds):
     entries = guests(count)
-    ns = gateway_namespace("bench-notify")
-    try:
-        script = namespace_script(ns, folder)
-        with Stack(Path(folder) / "notify", entries, script=script) as stack:
-            phones = {}
-            for i, (ip, mac) in enumerate(entries.items()):
-                import http.client
-                conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30,
-                                                  source_address=(ip, 0))
-                phone = f"7916777{i:04d}"
-                conn.request("POST", "/", body=urlencode({"phone": "+" + phone}),
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
-                assert conn.getresponse().status == 303
-                conn.close()
-                phones[mac] = phone
-            seen = {}
-            monitor = ns.popen("nft", "monitor", "elements", stdout=subprocess.PIPE, text=True)
+    with Stack(Path(folder) / f"notify-{spread_seconds}", entries, script=SCRIPT) as stack:
+        phones = {}
+        for i, (ip, mac) in enumerate(entries.items()):
+            conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30,
+                                              source_address=(ip, 0))
+            phone = f"7916777{i:04d}"
+            conn.request("POST", "/", body=urlencode({"phone": "+" + phone}),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert conn.getresponse().status == 303
+            conn.close()
+            phones[mac] = phone
+        seen = {}
+        monitor = subprocess.Popen(["nft", "monitor", "elements"], stdout=subprocess.PIPE,
+                                   text=True)
 
-            def read_monitor():
-                for line in monitor.stdout:
-                    if "add element inet callpass allowed" in line:
-                        now = time.perf_counter()
-                        for mac in phones:
-                            if mac in line and mac not in seen:
-                                seen[mac] = now
+        def read_monitor():
+            for line in monitor.stdout:
+                if "element inet callpass allowed" in line and "delete" not in line:
+                    now = time.perf_counter()
+                    for mac in phones:
+                        if mac in line and mac not in seen:
+                            seen[mac] = now
 
-            threading.Thread(target=read_monitor, daemon=True).start()
-            time.sleep(0.5)
-            sent = {}
-            barrier = threading.Barrier(count)
+        threading.Thread(target=read_monitor, daemon=True).start()
+        time.sleep(0.5)
+        sent = {}
+        barrier = threading.Barrier(count)
+        rng = random.Random(1)
+        delays = {mac: rng.uniform(0, spread_seconds) for mac in phones}
 
-            def notify(mac):
-                with requests.Session() as http:
-                    barrier.wait()
-                    sent[mac] = time.perf_counter()
-                    assert http.post(f"{stack.url}/callback/smsc/{TOKEN}",
-                                     data=signed(phones[mac]), timeout=30).status_code == 200
+        def notify(mac):
+            with requests.Session() as http_session:
+                barrier.wait()
+                time.sleep(delays[mac])
+                sent[mac] = time.perf_counter()
+                assert http_session.post(f"{stack.url}/callback/smsc/{TOKEN}",
+                                         data=signed(phones[mac]), timeout=30).status_code == 200
 
-            threads = [threading.Thread(target=notify, args=(mac,)) for mac in phones]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            deadline = time.monotonic() + 10
-            while len(seen) < count and time.monotonic() < deadline:
-                time.sleep(0.05)
-            monitor.terminate()
-            took = [(seen[mac] - sent[mac]) * 1000 for mac in phones if mac in seen]
-            assert len(took) == count, f"only {len(took)} of {count} MACs reached the set"
-        single = []
-        for i in range(15):
-            started = time.perf_counter()
-            ns.run("nft", "add", "element", "inet", "callpass", "allowed",
-                   f"{{ 02:ee:00:00:00:{i:02x} timeout 60s }}", check=True)
-            single.append((time.perf_counter() - started) * 1000)
-        return percentile(took, 50), percentile(took, 99), statistics.median(single)
-    finally:
-        ns.close()
+        threads = [threading.Thread(target=notify, args=(mac,)) for mac in phones]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        deadline = time.monotonic() + 10
+        while len(seen) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monitor.terminate()
+        took = [(seen[mac] - sent[mac]) * 1000 for mac in phones if mac in seen]
+        assert len(took) == count, f"only {len(took)} of {count} MACs reached the set"
+    single = []
+    for i in range(15):
+        started = time.perf_counter()
+        subprocess.run(["nft", "add", "element", "inet", "callpass", "allowed",
+                        f"{{ 02:ee:00:00:00:{i:02x} timeout 60s }}"], check=True)
+        single.append((time.perf_counter() - started) * 1000)
+    return percentile(took, 50), percentile(took, 99), statistics.median(single)
 
 
 # --- 2. complete guest flows per second -------------------------------------------------------
 
 async def flows(stack, entries, seconds):
     """Complete guest flows (form -> call -> online) in `seconds`, 200 keep-alive guests."""
-    done, errors = [0], [0]
+    done, errors = [0], collections.Counter()
     deadline = time.perf_counter() + seconds
     counter = [0]
 
@@ -208,15 +215,17 @@ async def flows(stack, entries, seconds):
                     urlencode({"phone": phone}).encode())
                 if json.loads(body).get("status") != 200:
                     raise ValueError(f"call {body[:100]}")
+                # As the wait page does: look at once when back from the dialler, then every
+                # half second while "connecting".
                 while True:
                     status, _, body = await portal.request("GET", f"/api/verifications/{token}")
                     if json.loads(body).get("access") == "online":
                         break
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.5)
                 if time.perf_counter() <= deadline:
                     done[0] += 1
-            except (OSError, ValueError, KeyError, asyncio.IncompleteReadError):
-                errors[0] += 1
+            except (OSError, ValueError, KeyError, asyncio.IncompleteReadError) as exc:
+                errors[str(exc)[:60] or type(exc).__name__] += 1
                 portal.close()
                 sim.close()
                 await asyncio.sleep(0.05)
@@ -224,22 +233,22 @@ async def flows(stack, entries, seconds):
         sim.close()
 
     await asyncio.gather(*(guest(ip) for ip in entries))
-    return done[0] / seconds, errors[0]
+    return done[0] / seconds, errors
 
 
-def flows_per_second(folder, count=200, seconds=10):
-    """((script flows/s, errors), (noop flows/s, errors))."""
+def flows_per_second(folder, count=200, seconds=20):
+    """((script flows/s, errors), (noop flows/s, errors)); errors count by reason. Both in a
+    gateway namespace, the script one against its real nftables."""
+    return in_gateway(flows_per_second_here, folder=str(folder), count=count, seconds=seconds)
+
+
+def flows_per_second_here(folder, count, seconds):
     entries = guests(count, third=2)
-    results = {}
-    ns = gateway_namespace("bench-flows")
-    try:
-        script = namespace_script(ns, folder)
-        for name, kwargs in (("script", dict(script=script)), ("noop", dict(noop=True))):
-            with Stack(Path(folder) / f"flows-{name}", entries, **kwargs) as stack:
-                results[name] = asyncio.run(flows(stack, entries, seconds))
-    finally:
-        ns.close()
-    return results["script"], results["noop"]
+    results = []
+    for name, kwargs in (("script", dict(script=SCRIPT)), ("noop", dict(noop=True))):
+        with Stack(Path(folder) / f"flows-{name}", entries, **kwargs) as stack:
+            results.append(asyncio.run(flows(stack, entries, seconds)))
+    return results
 
 
 # --- 3. probe answers per second --------------------------------------------------------------
@@ -267,44 +276,39 @@ def probes_per_second(folder, seconds=5):
 # --- 4. start with 10k open sessions ----------------------------------------------------------
 
 def start_with_sessions(folder, count=10_000):
-    """(seconds to the first /healthz answer, seconds until all MACs are back in the nft set)."""
-    folder = Path(folder) / "start"
-    ns = gateway_namespace("bench-start")
+    """(seconds to the first /healthz answer, seconds until all MACs are back in the nft set),
+    `serve` started with `count` open sessions and an empty set, in a gateway namespace."""
+    return in_gateway(start_with_sessions_here, folder=str(folder), count=count)
+
+
+def start_with_sessions_here(folder, count):
+    stack = Stack(Path(folder) / "start", {"127.0.0.1": "02:cc:00:00:00:42"}, script=SCRIPT)
+    engine = storage.connect(f"sqlite:///{stack.folder / 'db.sqlite3'}")
+    storage.upgrade(engine)
+    now = storage.utcnow()
+    with storage.begin(engine) as conn:
+        conn.execute(insert(storage.access_session), [
+            {"mac": f"02:dd:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
+             "ip": "10.77.0.11", "phone": f"+7916{i:07d}", "started_at": now,
+             "ends_at": now + timedelta(hours=4), "firewall_at": now} for i in range(count)])
+    engine.dispose()
+    serve = ServeProcess(stack.config, stack.folder / "serve.log")
+    started = time.perf_counter()
+    serve.start(stack.port, wait=False)
     try:
-        script = namespace_script(ns, folder.parent)
-        stack = Stack(folder, {"127.0.0.1": "02:cc:00:00:00:42"}, script=script)
-        engine = storage.connect(f"sqlite:///{stack.folder / 'db.sqlite3'}")
-        storage.upgrade(engine)
-        now = storage.utcnow()
-        with storage.begin(engine) as conn:
-            conn.execute(insert(storage.access_session), [
-                {"mac": f"02:dd:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
-                 "ip": "10.77.0.11", "phone": f"+7916{i:07d}", "started_at": now,
-                 "ends_at": now + timedelta(hours=4), "firewall_at": now} for i in range(count)])
-        engine.dispose()
-        sim = subprocess.Popen([sys.executable, "-m", "portal", "simulator", "--port",
-                                str(stack.sim_port), "--callback-url", "http://127.0.0.1:9/"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        serve = ServeProcess(stack.config, stack.folder / "serve.log")
-        started = time.perf_counter()
-        serve.start(stack.port, wait=False)
-        try:
-            wait_http(stack.url + "/healthz")
-            healthz = time.perf_counter() - started
-            restored = None
-            while time.perf_counter() - started < 60:
-                listing = ns.run(str(SCRIPT), "list", timeout=30)
-                if listing.returncode == 0 and len(json.loads(listing.stdout)) >= count:
-                    restored = time.perf_counter() - started
-                    break
-                time.sleep(0.1)
-            return healthz, restored
-        finally:
-            serve.stop()
-            sim.terminate()
-            sim.wait(10)
+        wait_http(stack.url + "/healthz")
+        healthz = time.perf_counter() - started
+        restored = None
+        while time.perf_counter() - started < 60:
+            listing = subprocess.run([str(SCRIPT), "list"], capture_output=True, text=True,
+                                     timeout=30)
+            if listing.returncode == 0 and len(json.loads(listing.stdout)) >= count:
+                restored = time.perf_counter() - started
+                break
+            time.sleep(0.1)
+        return healthz, restored
     finally:
-        ns.close()
+        serve.stop()
 
 
 # --- 5. GET / while 20 guests wait on a slow provider -----------------------------------------
@@ -325,8 +329,6 @@ def page_while_provider_slow(folder, waiting=20, latency=10.0, samples=40):
 
         idle = sample()
         requests.post(stack.sim_url + "/sim/knobs", data={"latency": str(latency)}, timeout=5)
-        import http.client
-
         def slow_guest(ip, i):
             conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60,
                                               source_address=(ip, 0))
@@ -347,11 +349,17 @@ def page_while_provider_slow(folder, waiting=20, latency=10.0, samples=40):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--inside":
+        # in_gateway's other half: run one measurement here and print its result as JSON.
+        measure = globals()[sys.argv[2]]
+        print(json.dumps(measure(**json.loads(sys.argv[3]))))
+        return
     with tempfile.TemporaryDirectory(prefix="callpass-bench-core-") as tmp:
-        p50, p99, single = notification_to_set(tmp)
-        print(f"notification -> MAC in the nft set, 50 guests at once: p50 {p50:.1f} ms, "
-              f"p99 {p99:.1f} ms (bars 15 / 50 ms); anchor: one `nft add element` from the "
-              f"CLI {single:.1f} ms")
+        for spread in (2.0, 0.0):
+            p50, p99, single = notification_to_set(tmp, spread_seconds=spread)
+            print(f"notification -> MAC in the nft set, 50 guests, calls within {spread:g} s: "
+                  f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; anchor: one `nft add element` from "
+                  f"the CLI {single:.1f} ms")
 
 
 if __name__ == "__main__":

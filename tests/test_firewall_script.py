@@ -496,7 +496,7 @@ def test_apply_of_10000_lines_in_one_call_and_list_reads_them_all(topo, fw):
 
 FAKE_NFT = """#!/bin/sh
 # Logs its arguments; `-f -` appends its stdin to $FAKE_NFT_INPUT and fails when $FAKE_NFT_FAIL
-# is set (printing it). $FAKE_NFT_NO_TABLE: as if table inet callpass were missing;
+# is set (printing it), or for a `create` script when $FAKE_NFT_FAIL_CREATE is. $FAKE_NFT_NO_TABLE: as if table inet callpass were missing;
 # $FAKE_NFT_BROKEN: as if nft could not work at all (every listing fails).
 printf '%s\\n' "$*" >> "$FAKE_NFT_LOG"
 # Succeeds, saying why, when the table cannot be read.
@@ -518,7 +518,12 @@ case "$*" in
         ! no_table || exit 1
         cat "$FAKE_NFT_LISTING" ;;
     "-f -")
-        cat >> "$FAKE_NFT_INPUT"
+        script=$(cat)
+        printf '%s\\n' "$script" >> "$FAKE_NFT_INPUT"
+        case $script in
+            create*) [ -z "${FAKE_NFT_FAIL_CREATE-}" ] ||
+                { echo "Error: $FAKE_NFT_FAIL_CREATE" >&2; exit 1; } ;;
+        esac
         [ -z "${FAKE_NFT_FAIL-}" ] || { echo "Error: $FAKE_NFT_FAIL" >&2; exit 1; } ;;
     *) echo "fake nft: unexpected call" >&2; exit 1 ;;
 esac
@@ -609,14 +614,28 @@ def test_allow_revoke_and_apply_run_one_transaction_and_never_list_first(fake_nf
     a, b, c = "02:cc:00:00:00:11", "02:cc:00:00:00:12", "02:cc:00:00:00:13"
     x, y, z = "02:cc:00:00:00:21", "02:cc:00:00:00:22", "02:cc:00:00:00:23"
     assert fake_nft.input.read_text() == "".join([
-        # allow: add (no-op when there), delete, add with the new time
-        elements("add", a), elements("delete", a), elements("add", f"{a} timeout 60s"),
+        # allow of a MAC new to the set: one create, which nft took (the fast form)
+        elements("create", f"{a} timeout 60s"),
         # revoke: add + delete, fine whether or not it was there
         elements("add", b), elements("delete", b),
-        elements("add", c), elements("delete", c), elements("add", c),
-        # the batch: every MAC once, its last line deciding
+        elements("create", c),
+        # the batch (it revokes, so no fast form): every MAC once, its last line deciding
         elements("add", x, y, z), elements("delete", x, y, z),
         elements("add", f"{x} timeout 30s", f"{y} timeout 45s"),
+    ])
+
+
+def test_an_allow_that_create_refuses_replaces_the_time_in_one_transaction(fake_nft):
+    """The fast form fails whole when a MAC is there already; then the full form runs."""
+    done = fake_nft("apply", input=f"allow {MAC} 60\nallow 02:cc:00:00:00:31\n",
+                    FAKE_NFT_FAIL_CREATE="File exists")
+    assert done.returncode == 0, done.stderr
+    assert fake_nft.log.read_text().splitlines() == ["-f -", "-f -"]
+    mac = MAC.lower().replace("-", ":")
+    assert fake_nft.input.read_text() == "".join([
+        elements("create", f"{mac} timeout 60s", "02:cc:00:00:00:31"),
+        elements("add", mac, "02:cc:00:00:00:31"), elements("delete", mac, "02:cc:00:00:00:31"),
+        elements("add", f"{mac} timeout 60s", "02:cc:00:00:00:31"),
     ])
 
 
@@ -644,7 +663,9 @@ def test_a_failed_transaction_says_whether_the_table_is_missing(fake_nft):
     assert done.returncode == 1
     assert "No buffer space available" in done.stderr and "nft failed" in done.stderr
     assert "up first" not in done.stderr
-    assert fake_nft.log.read_text().splitlines() == ["-f -", "-t list sets table inet callpass"]
+    # the fast form, the full form, then the look for the table
+    assert fake_nft.log.read_text().splitlines() == ["-f -", "-f -",
+                                                     "-t list sets table inet callpass"]
 
     for args in (("allow", MAC), ("revoke", MAC), ("apply",), ("garden", "add", "10.0.0.0/8"),
                  ("garden", "del", "10.0.0.0/8"), ("list",)):
