@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import json
 import subprocess
+import time
 
 INCOMPLETE = "00:00:00:00:00:00"
 
@@ -24,17 +25,61 @@ def mac_for_ip(ip, arp_table="/proc/net/arp"):
 
 
 def _from_arp_table(ip, path):
+    return _read_arp_table(path).get(ip)
+
+
+def _read_arp_table(path):
+    """{ip: mac} of the complete IPv4 entries in an /proc/net/arp-format file."""
     try:
         with open(path, encoding="ascii") as fh:
             lines = fh.read().splitlines()[1:]
     except OSError:
-        return None
+        return {}
+    table = {}
     for line in lines:
         fields = line.split()
         # IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 = incomplete
-        if len(fields) >= 4 and fields[0] == ip and fields[2] != "0x0" and fields[3] != INCOMPLETE:
-            return fields[3].lower()
-    return None
+        if len(fields) >= 4 and fields[2] != "0x0" and fields[3] != INCOMPLETE:
+            table.setdefault(fields[0], fields[3].lower())
+    return table
+
+
+class RecentNeighbours:
+    """mac_for_ip from a copy of the table up to a second old, for the probe path: reading and
+    parsing the kernel's table on every probe costs more than the rest of the answer. An address
+    the copy lacks (a device that just joined) has the table read again, at most ten times a
+    second. Pages that act on a guest's behalf use mac_for_ip, the table as it is now."""
+
+    LIFE_SECONDS = 1.0
+    MISS_SECONDS = 0.1
+
+    def __init__(self, arp_table):
+        self.arp_table = arp_table
+        self._ipv4 = (0.0, {})  # (time.monotonic() when read, {ip: mac})
+        self._ipv6 = {}         # ip -> (time.monotonic() deadline, mac or None)
+
+    def mac_for_ip(self, ip):
+        """The MAC for ip, or None."""
+        now = time.monotonic()
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        if address.version == 4:
+            ip = str(address)
+            read_at, table = self._ipv4
+            age = now - read_at
+            if age > self.LIFE_SECONDS or (ip not in table and age > self.MISS_SECONDS):
+                table = _read_arp_table(self.arp_table)
+                self._ipv4 = (now, table)
+            return table.get(ip)
+        hit = self._ipv6.get(ip)
+        if hit is None or hit[0] <= now:
+            if len(self._ipv6) > 10_000:
+                self._ipv6 = {}
+            hit = (now + self.LIFE_SECONDS, _from_ip_neigh(str(address)))
+            self._ipv6[ip] = hit
+        return hit[1]
 
 
 def _from_ip_neigh(ip):

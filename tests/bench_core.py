@@ -58,7 +58,7 @@ def wait_http(url, seconds=30):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            return requests.get(url, timeout=2)
+            return requests.get(url, timeout=2, allow_redirects=False)
         except requests.ConnectionError:
             time.sleep(0.02)
     raise RuntimeError(f"{url} did not answer")

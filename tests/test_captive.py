@@ -231,3 +231,17 @@ def test_guests_are_identified_by_the_socket_never_by_headers(app, make_guest, c
     with engine.connect() as conn:
         assert conn.execute(storage.verification.select()).all() == []
         assert conn.execute(storage.access_session.select()).all() == []
+
+
+def test_a_device_that_just_joined_is_found_by_the_probe_path(app, make_guest, client):
+    """The probe path reads the neighbour table from a copy up to a second old; an address the
+    copy lacks has it read again, so a device that just joined and got online is answered as
+    online at once."""
+    probe = {"Host": "connectivitycheck.gstatic.com"}
+    assert client.get("/generate_204", headers=probe).status_code == 302  # the copy is made
+    guest = make_guest("10.77.0.31", "02:cc:00:00:00:31")  # joins after it
+    assert guest.start("+79161234567").status_code == 303
+    guest.call("79161234567")
+    time.sleep(0.15)
+    answer = guest.client.get("/generate_204", headers=probe)
+    assert (answer.status_code, answer.data) == (204, b"")
