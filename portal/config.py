@@ -7,6 +7,7 @@ dict (section -> key -> value) so views and commands read it the same way.
 import copy
 import ipaddress
 import os
+import re
 import tomllib
 
 import phonenumbers
@@ -60,6 +61,7 @@ DEFAULTS = {
     },
     "gateway": {
         "firewall": "script",
+        "lan": "br-lan",
         "script": "/usr/local/sbin/callpass-fw",
         "script_timeout_seconds": 10,
         "garden": [],
@@ -75,6 +77,7 @@ SIGNATURES = ("none", "md5", "sha1")
 LANGUAGES = ("ru", "uk", "en")
 MAX_SESSION_MINUTES = 31 * 24 * 60  # the firewall script's longest kernel timeout
 FIREWALLS = ("script", "noop")
+INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (as callpass-fw checks)
 
 
 class ConfigError(Exception):
@@ -227,6 +230,8 @@ def problems(config, demo=False):
         found.append("admin.retention_days must be at least 1")
     if callback["signature"] not in SIGNATURES:
         found.append(f"callback.signature must be one of {', '.join(SIGNATURES)}")
+    if not INTERFACE.fullmatch(gateway["lan"]):
+        found.append("gateway.lan must be the name of the guests' interface or bridge, e.g. br-lan")
     if gateway["firewall"] not in FIREWALLS:
         found.append(f"gateway.firewall must be one of {', '.join(FIREWALLS)}")
     if not provider["base_url"].startswith(("http://", "https://")):

@@ -17,9 +17,10 @@ import subprocess
 import threading
 import time
 
+from .config import INTERFACE as _IFACE
+
 MAX_SECONDS = 31 * 24 * 3600  # the script's cap on an allow's duration
 _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.IGNORECASE)
-_IFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
 class FirewallError(Exception):
