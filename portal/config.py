@@ -221,11 +221,11 @@ def problems(config, demo=False):
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             found.append(f"admin.allow_from: {network!r} is not an address or network")
-    for entry in config["gateway"]["garden"]:
-        try:
-            ipaddress.ip_network(entry, strict=True)
-        except ValueError:
-            found.append(f"gateway.garden: {entry!r} is not an address or network (e.g. 203.0.113.0/24)")
+    from .settings import Invalid, check_garden  # the admin page's rule (settings imports us)
+    try:
+        check_garden(config["gateway"]["garden"])
+    except Invalid as exc:
+        found.append(f"gateway.garden: {exc}")
     if config["admin"]["retention_days"] < 1:
         found.append("admin.retention_days must be at least 1")
     if callback["signature"] not in SIGNATURES:

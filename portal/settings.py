@@ -114,7 +114,10 @@ def N_(text):
 
 LOGO_MAX_BYTES = 200 * 1024
 LOGO_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
-GARDEN_MAX_ENTRIES = 100
+GARDEN_MAX_ENTRIES = 64
+# The widest walled-garden network: a /16 is 65,536 addresses, plenty for a payment provider or a
+# CDN; anything wider starts to be "the internet" (0.0.0.0/1 + 128.0.0.0/1 is all of it).
+GARDEN_WIDEST = {4: 16, 6: 32}
 NUMBERS = {  # key -> (lowest, highest)
     "portal.session_minutes": (5, 31 * 24 * 60),   # the firewall script caps an allow at 31 days
     "portal.verification_minutes": (1, 30),
@@ -188,9 +191,27 @@ def check_garden_entry(text):
                              "(for example 203.0.113.10 or 203.0.113.0/24)."), entry=text) from None
         raise Invalid(N_("“%(entry)s” has host bits set; did you mean %(network)s?"),
                       entry=text, network=loose.with_prefixlen) from None
-    if network.prefixlen == 0:
-        raise Invalid(N_("“%(entry)s” would let unverified guests reach everything."), entry=text)
+    widest = GARDEN_WIDEST[network.version]
+    if network.prefixlen < widest:
+        raise Invalid(N_("“%(entry)s” is too wide: it would let unverified guests reach a large "
+                         "part of the internet. Use networks of /%(v4)s or narrower for IPv4 "
+                         "and /%(v6)s or narrower for IPv6."),
+                      entry=text, v4=GARDEN_WIDEST[4], v6=GARDEN_WIDEST[6])
     return network.with_prefixlen
+
+
+def check_garden(entries):
+    """The walled garden in canonical form, duplicates dropped; Invalid on the first bad entry
+    or when there are more than GARDEN_MAX_ENTRIES. The settings page and the config check
+    both use it, so a garden the page refuses cannot come in through the config file."""
+    garden = []
+    for text in entries:
+        entry = check_garden_entry(text)
+        if entry not in garden:
+            garden.append(entry)
+    if len(garden) > GARDEN_MAX_ENTRIES:
+        raise Invalid(N_("At most %(n)s entries, please."), n=GARDEN_MAX_ENTRIES)
+    return garden
 
 
 def _lines(form, key):
@@ -198,14 +219,7 @@ def _lines(form, key):
 
 
 def _garden(form, key):
-    entries = []
-    for line in _lines(form, key):
-        entry = check_garden_entry(line)
-        if entry not in entries:
-            entries.append(entry)
-    if len(entries) > GARDEN_MAX_ENTRIES:
-        raise Invalid(N_("At most %(n)s entries, please."), n=GARDEN_MAX_ENTRIES)
-    return entries
+    return check_garden(_lines(form, key))
 
 
 def _languages(form, key):
@@ -325,5 +339,16 @@ def push_garden(firewall, old, new):
 
 
 def sync_garden(svc):
-    """Add every stored walled-garden entry to the firewall (after `callpass-fw up` at boot)."""
-    return push_garden(svc.firewall, [], load(svc)["gateway"]["garden"])
+    """Add every stored walled-garden entry to the firewall (after `callpass-fw up` at boot).
+
+    An entry an older version accepted but check_garden_entry now refuses (too wide) is taken
+    out of the firewall instead (`up` keeps the garden), and reported with the failures.
+    """
+    garden, refused, failures = [], [], []
+    for entry in load(svc)["gateway"]["garden"]:
+        try:
+            garden.append(check_garden_entry(entry))
+        except Invalid as exc:
+            refused.append(entry)
+            failures.append(f"removed from the firewall: {exc}")
+    return failures + push_garden(svc.firewall, refused, garden)

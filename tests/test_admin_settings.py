@@ -133,7 +133,7 @@ def test_walled_garden_entries_are_pushed_to_the_firewall(app, admin, firewall):
     assert [c for c in firewall.calls if c[0] == "garden"][-1] == ("garden", "del",
                                                                    "203.0.113.0/24")
     refused = admin.post("/admin/settings", settings_form(app, **{"gateway.garden": "0.0.0.0/0"}))
-    assert "would let unverified guests reach everything" in refused.get_data(as_text=True)
+    assert "“0.0.0.0/0” is too wide" in refused.get_data(as_text=True)
 
 
 def test_saving_without_changes_records_nothing(app, admin):
