@@ -291,11 +291,35 @@ def parse_form(form, effective):
                                                   and values["provider.password"]):
             errors["provider.login"] = Invalid(
                 N_("Enter the provider login and password, or an API key."))
+    # A stored secret is write-only: it goes only to the addresses it was entered for, so a new
+    # provider address needs each stored secret typed again (or removed) on the same form.
+    new_addresses = _new_addresses(values, effective, errors)
+    for key in SECRETS:
+        is_kept = key not in errors and values[key] and not form.get(key, "").strip()
+        if new_addresses and is_kept:
+            errors[key] = Invalid(N_("The provider address is new (%(address)s): enter this "
+                                     "again, or remove it. A stored secret is never sent to a "
+                                     "new address."), address=new_addresses[0])
     if errors:
         return {}, errors
     if set(values["venue.languages"]) == set(get("venue.languages")):
         values["venue.languages"] = get("venue.languages")  # same choice: keep the configured order
     return {key: value for key, value in values.items() if value != get(key)}, {}
+
+
+def _addresses(base_url, fallback_urls):
+    """The provider URLs credentials are sent to, without a trailing slash."""
+    return [url.rstrip("/") for url in [base_url, *fallback_urls]]
+
+
+def _new_addresses(values, effective, errors):
+    """Provider URLs in the form that the effective settings do not have (none when the
+    address fields have errors of their own)."""
+    if "provider.base_url" in errors or "provider.fallback_urls" in errors:
+        return []
+    known = _addresses(effective["provider"]["base_url"], effective["provider"]["fallback_urls"])
+    typed = _addresses(values["provider.base_url"], values["provider.fallback_urls"])
+    return [url for url in typed if url not in known]
 
 
 def check_logo(data):
