@@ -6,12 +6,15 @@ Topology built by `Topology()`::
                                                                  +- br-lan 10.77.0.1/24  02:cc:00:00:00:01
     guest2  eth0 10.77.0.12/24  02:cc:00:00:00:12 --veth-- lan2 -+        (gateway)
                                                                     wan0 10.78.0.1/24 --veth-- eth0 10.78.0.2/24  upstream
+                                                                                                    10.78.0.3/24  (the provider's address)
 
 - Guests: default route via 10.77.0.1. Their MACs are fixed (locally administered), so the
   gateway's neighbour table (/proc/net/arp inside the gateway namespace, device br-lan) holds
   them once a guest has talked to the gateway.
 - Gateway: IPv4 forwarding on; no NAT. Upstream has a route back to 10.77.0.0/24 via 10.78.0.1,
   so servers in upstream see the guests' real addresses.
+- Upstream has a second address, `provider_ip`, for a stand-in of the provider's API: the gateway
+  keeps guests away from the provider's addresses, so the rest of the internet needs another one.
 - Every namespace has `lo` up; interface names are per namespace (guests and upstream use eth0).
 - Namespace names are `cp-<pid>-<6 hex>-<role>`: unique per run, and a later run deletes those whose
   pid is gone (crashed runs) through `cleanup_stale()`, which `Topology()` calls first.
@@ -190,6 +193,7 @@ PLAN = {
 GATEWAY_WAN_IP = "10.78.0.1"
 GATEWAY_WAN_IFACE = "wan0"
 LAN_NETWORK = "10.77.0.0/24"
+PROVIDER_IP = "10.78.0.3"
 
 
 class Topology:
@@ -199,6 +203,7 @@ class Topology:
     lan_network = LAN_NETWORK
     gateway_wan_ip = GATEWAY_WAN_IP
     gateway_wan_iface = GATEWAY_WAN_IFACE
+    provider_ip = PROVIDER_IP
 
     def __init__(self):
         cleanup_stale()
@@ -243,6 +248,7 @@ class Topology:
         _ip("-n", gw, "link", "set", GATEWAY_WAN_IFACE, "up")
         _ip("-n", up.netns, "link", "set", up.iface, "address", up.mac)
         _ip("-n", up.netns, "addr", "add", f"{up.ip}/24", "dev", up.iface)
+        _ip("-n", up.netns, "addr", "add", f"{PROVIDER_IP}/24", "dev", up.iface)
         _ip("-n", up.netns, "link", "set", up.iface, "up")
         _ip("-n", up.netns, "route", "add", LAN_NETWORK, "via", GATEWAY_WAN_IP)
         self.run("gateway", "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)

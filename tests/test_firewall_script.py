@@ -264,6 +264,7 @@ def test_garden_accepts_ipv4_and_ipv6(topo, fw, cidr):
 def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
     ok(fw("allow", topo.guest1.mac))
     ok(fw("garden", "add", "192.0.2.0/24"))
+    ok(fw("provider", "set", "198.51.100.7"))
     before = ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout
     ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT)))
     assert ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout == before
@@ -272,7 +273,7 @@ def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
     changed = ok(topo.run("gateway", "nft", "list", "table", "inet", "callpass")).stdout
     assert "redirect to :2051" in changed and "redirect to :2050" not in changed
     assert allowed(fw) == {topo.guest1.mac: None}
-    assert "192.0.2.0/24" in changed
+    assert "192.0.2.0/24" in changed and "198.51.100.7" in changed
     assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
 
 
@@ -293,6 +294,109 @@ def test_portal_ip_sends_web_there_with_dnat(topo, fw):
           "--portal-ip", topo.gateway.ip))
     assert web(topo, "guest2", f"http://{UPSTREAM}/") == "portal"
     assert web(topo, "guest2", f"http://{UPSTREAM}:8000/") == "dropped"
+
+
+@pytest.mark.netns
+def test_no_guest_reaches_the_provider_but_the_gateway_does(topo, fw):
+    provider = topo.provider_ip
+    with topo.http_server("upstream", 8000, body="provider API", ip=provider):
+        assert web(topo, "guest1", f"http://{provider}:8000/") == "dropped"  # unverified
+        ok(fw("allow", topo.guest1.mac))
+        assert web(topo, "guest1", f"http://{provider}:8000/") == "provider API"
+
+        ok(fw("provider", "set", provider, "2001:db8::5"))
+        started = time.monotonic()
+        assert web(topo, "guest1", f"http://{provider}:8000/") == "reset"  # refused at once
+        assert time.monotonic() - started < 0.9
+        assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+        # Not through the walled garden either, nor through the redirect of TCP 80.
+        ok(fw("garden", "add", provider))
+        assert web(topo, "guest2", f"http://{provider}:8000/") == "reset"
+        assert web(topo, "guest1", f"http://{provider}/") == "reset"
+        # The gateway itself (callpass asking the provider) is not affected.
+        assert ok(topo.run("gateway", "curl", "-sS", "--max-time", "2",
+                           f"http://{provider}:8000/")).stdout == "provider API"
+
+        ok(fw("provider", "set", UPSTREAM))  # replaces the set
+        assert web(topo, "guest1", f"http://{provider}:8000/") == "provider API"
+        assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "reset"
+        ok(fw("provider", "set"))  # empty: nobody is kept away
+        assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
+
+
+# Opens connections to host:port one at a time, keeping them open, and answers commands on stdin:
+# "open N" -> how many of N new connections were accepted (refused with a reset or not answered:
+# not accepted); "close N" -> closes N of the open ones.
+CONNECTIONS = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+held = []
+print("ready")
+for line in sys.stdin:
+    command, count = line.split()
+    if command == "close":
+        for conn in held[:int(count)]:
+            conn.close()
+        del held[:int(count)]
+        print("closed")
+        continue
+    accepted = 0
+    for _ in range(int(count)):
+        try:
+            held.append(socket.create_connection((host, port), timeout=2))
+            accepted += 1
+        except OSError:
+            pass
+    print(accepted)
+"""
+
+
+@pytest.mark.netns
+def test_one_guest_holds_at_most_32_portal_connections_others_still_connect(topo, fw):
+    gateway = topo.gateway.ip
+    with python(topo, "guest1", CONNECTIONS, gateway, str(PORTAL_PORT)) as guest1, \
+            python(topo, "guest2", CONNECTIONS, gateway, str(PORTAL_PORT)) as guest2:
+        assert ask(guest1, "open 32") == "32"
+        assert ask(guest1, "open 1") == "0"  # the 33rd: reset
+        assert ask(guest2, "open 1") == "1"  # another guest is not affected
+        assert web(topo, "guest2", f"http://{UPSTREAM}/") == "portal"
+        # Web redirected to the portal counts too. (The reset leaves with the portal's address,
+        # which that connection does not know: to the guest it is no answer.)
+        assert web(topo, "guest1", f"http://{UPSTREAM}/") == "dropped"
+        assert ask(guest1, "close 1") == "closed"
+        assert wait_until_true(lambda: ask(guest1, "open 1") == "1")
+        assert ask(guest1, "open 1") == "0"
+
+    # From the uplink side (the provider's callback) nothing is counted.
+    with python(topo, "upstream", CONNECTIONS, topo.gateway_wan_ip, str(PORTAL_PORT)) as wan:
+        assert ask(wan, "open 40") == "40"
+
+
+def wait_until_true(predicate, seconds=5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.netns
+def test_check_tells_a_complete_table_from_a_missing_or_broken_one(topo, fw):
+    assert ok(fw("check")).stdout == ""
+    ok(topo.run("gateway", "nft", "flush", "ruleset"))
+    done = fw("check")
+    assert done.returncode == 3 and "table inet callpass is missing" in done.stderr
+    ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT)))
+    ok(fw("check"))
+
+    ok(topo.run("gateway", "nft", "delete", "chain", "inet", "callpass", "forward"))
+    ok(topo.run("gateway", "nft", "delete", "set", "inet", "callpass", "provider6"))
+    done = fw("check")
+    assert done.returncode == 3
+    assert "incomplete: no chain forward, set provider6" in done.stderr
+    ok(fw("up", "--lan", topo.lan_iface, "--portal-port", str(PORTAL_PORT)))  # repairs it
+    ok(fw("check"))
 
 
 MAC = "02:cc:00:00:00:11"
@@ -353,6 +457,15 @@ BAD_ARGUMENTS = [
     ("garden", "flip", "10.0.0.0/8"),
     ("garden", "add"),
     ("list", "extra"),
+    ("provider",),
+    ("provider", "add", "192.0.2.1"),
+    ("provider", "set", "192.0.2.1; flush ruleset"),
+    ("provider", "set", "192.0.2.1", "192.0.2.0/24"),
+    ("provider", "set", "192.0.2.1", "smsc.ru"),
+    ("provider", "set", "fe80::1%eth0"),
+    ("provider", "set", "192.0.2.1 }"),
+    ("provider", "set", *[f"192.0.2.{i % 250 + 1}" for i in range(257)]),
+    ("check", "extra"),
     ("down", "now"),
     ("frobnicate",),
     (),
@@ -374,7 +487,7 @@ def test_bad_arguments_exit_2_and_change_nothing(topo, fw):
 def test_verbs_other_than_up_need_the_table(topo, fw):
     ok(fw("down"))
     for args in (("allow", MAC), ("revoke", MAC), ("list",), ("garden", "add", "10.0.0.0/8"),
-                 ("garden", "del", "10.0.0.0/8"), ("apply",)):
+                 ("garden", "del", "10.0.0.0/8"), ("apply",), ("provider", "set", "192.0.2.1")):
         done = fw(*args, input=f"allow {MAC} 60\nrevoke {MAC}\n")
         assert done.returncode == 1, args
         assert "table inet callpass does not exist: run callpass-fw up first" in done.stderr
@@ -514,9 +627,11 @@ case "$*" in
         [ -z "${FAKE_NFT_BROKEN-}" ] || { echo "Error: Operation not permitted" >&2; exit 1; } ;;
     "-t list sets table inet callpass")
         ! no_table ;;
-    "-j list set inet callpass allowed")
+    "-j list set inet callpass allowed" | "-j -t list sets table inet callpass")
         ! no_table || exit 1
         cat "$FAKE_NFT_LISTING" ;;
+    "-j list chains inet")
+        cat "$FAKE_NFT_CHAINS" ;;
     "-f -")
         script=$(cat)
         printf '%s\\n' "$script" >> "$FAKE_NFT_INPUT"
@@ -541,11 +656,12 @@ def fake_nft(tmp_path):
     log = tmp_path / "nft.log"
     nft_input = tmp_path / "nft.input"
 
-    def run(*args, listing="", input=None, **extra_env):
+    def run(*args, listing="", chains="", input=None, **extra_env):
         (tmp_path / "listing").write_text(listing)
+        (tmp_path / "chains").write_text(chains)
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE_NFT_LOG": str(log),
                "FAKE_NFT_LISTING": str(tmp_path / "listing"), "FAKE_NFT_INPUT": str(nft_input),
-               **extra_env}
+               "FAKE_NFT_CHAINS": str(tmp_path / "chains"), **extra_env}
         return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env,
                               input=input, timeout=10)
 
@@ -695,3 +811,48 @@ def test_help(fake_nft):
     assert done.returncode == 0
     assert "up --lan IFACE --portal-port PORT" in done.stdout
     assert not fake_nft.log.exists()
+
+
+def test_provider_set_replaces_both_sets_in_one_transaction(fake_nft):
+    ok(fake_nft("provider", "set", "192.0.2.1", "2001:db8::1", "198.51.100.2"))
+    ok(fake_nft("provider", "set", "192.0.2.1"))
+    ok(fake_nft("provider", "set"))
+    assert fake_nft.log.read_text().splitlines() == ["-f -"] * 3
+    flush = "flush set inet callpass provider4\nflush set inet callpass provider6\n"
+    assert fake_nft.input.read_text() == "".join([
+        flush, "add element inet callpass provider4 { 192.0.2.1, 198.51.100.2 }\n",
+        "add element inet callpass provider6 { 2001:db8::1 }\n",
+        flush, "add element inet callpass provider4 { 192.0.2.1 }\n",
+        flush,
+    ])
+
+
+def nft_objects(kind, *objects):
+    """What `nft -j list chains` or `nft -j -t list sets` prints: objects are (table, name)."""
+    listed = [f'{{"{kind}": {{"family": "inet", "table": "{table}", "name": "{name}", '
+              f'"handle": {i + 1}}}}}' for i, (table, name) in enumerate(objects)]
+    return ('{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}'
+            + "".join(", " + text for text in listed) + "]}\n")
+
+
+COMPLETE_SETS = [("callpass", name) for name in
+                 ("allowed", "garden4", "garden6", "provider4", "provider6", "portal_conns")]
+COMPLETE_CHAINS = [("callpass", name) for name in ("prerouting", "input", "forward")]
+
+
+def test_check_reads_only_the_terse_listings(fake_nft):
+    done = fake_nft("check", listing=nft_objects("set", *COMPLETE_SETS),
+                    chains=nft_objects("chain", ("fw4", "input"), *COMPLETE_CHAINS))
+    assert done.returncode == 0, done.stderr
+    assert fake_nft.log.read_text().splitlines() == ["-j -t list sets table inet callpass",
+                                                     "-j list chains inet"]
+    # A chain of the same name in another table does not count.
+    done = fake_nft("check", listing=nft_objects("set", *COMPLETE_SETS[:-1]),
+                    chains=nft_objects("chain", ("fw4", "forward"), *COMPLETE_CHAINS[:2]))
+    assert done.returncode == 3
+    assert done.stderr == ("callpass-fw: table inet callpass is incomplete: "
+                           "no chain forward, set portal_conns\n")
+    done = fake_nft("check", FAKE_NFT_NO_TABLE="1")
+    assert done.returncode == 3 and done.stderr == "callpass-fw: table inet callpass is missing\n"
+    done = fake_nft("check", FAKE_NFT_BROKEN="1")
+    assert done.returncode == 1 and "Operation not permitted" in done.stderr
