@@ -13,7 +13,7 @@ announces, so that phones learn they are captive without any interception.
 from html import escape
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from . import neighbours, services, sessions
 
@@ -118,15 +118,19 @@ def probe_kind(host, path, user_agent="", portal=None):
 def identify(svc, ip):
     """(ip, mac) of the device at ip, from the neighbour table (never from anything the guest
     sends). mac is None off the LAN; demo mode gives the loopback browser a stand-in."""
-    mac = neighbours.mac_for_ip(ip, svc.config["portal"]["neighbour_table"])
+    mac = neighbours.mac_for_ip(ip, svc.config["gateway"]["lan"],
+                                svc.config["portal"]["neighbour_table"])
     if mac is None and svc.is_demo:
         mac = neighbours.stand_in_mac(ip)
     return ip, mac
 
 
 def device_identity():
-    """(ip, mac) of the requesting device: the socket's address and the neighbour table."""
-    return identify(services(), request.remote_addr or "")
+    """(ip, mac) of the requesting device: the socket's address and the neighbour table, looked
+    up once per request."""
+    if "callpass_device" not in g:
+        g.callpass_device = identify(services(), request.remote_addr or "")
+    return g.callpass_device
 
 
 def online_session():
@@ -155,7 +159,8 @@ class CaptiveGate:
         self.svc = flask_app.extensions["callpass"]
         self.flask_wsgi = flask_app.wsgi_app
         self.portal = portal_host(self.svc)
-        self.neighbours = neighbours.RecentNeighbours(self.svc.config["portal"]["neighbour_table"])
+        self.neighbours = neighbours.RecentNeighbours(self.svc.config["portal"]["neighbour_table"],
+                                                      self.svc.config["gateway"]["lan"])
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"

@@ -2,11 +2,12 @@
 venue's page and logo."""
 
 import logging
+import math
 
 import requests
 from flask import (Blueprint, Response, abort, g, jsonify, redirect, render_template, request,
                    url_for)
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import captive, phone, services, sessions, settings, verification
@@ -116,12 +117,21 @@ def typed_phone():
     return g.callpass_phone
 
 
+def device_key():
+    """Rate-limit key of the device: its MAC, which it cannot multiply the way it can take more
+    addresses (the address only for a device off the LAN, which is refused anyway)."""
+    ip, mac = captive.device_identity()
+    return "device:" + (mac or ip)
+
+
 def phone_key():
-    """Rate-limit key of the phone number being verified, normalised so formatting cannot dodge it."""
+    """Rate-limit key of the phone number this device asks for, normalised so formatting cannot
+    dodge it. Per device: someone else's attempts never use up the number owner's allowance
+    (the provider is protected by one device waiting per phone, see `verification`)."""
     typed, parsed = typed_phone()
     if isinstance(parsed, phone.InvalidPhone):
-        return "phone-invalid:" + "".join(ch for ch in typed if ch.isdigit())[:20]
-    return "phone:" + parsed
+        parsed = "invalid:" + "".join(ch for ch in typed if ch.isdigit())[:20]
+    return f"phone:{parsed}:{device_key()}"
 
 
 def going_to():
@@ -158,7 +168,8 @@ def reached_provider(_response):
 
 
 @bp.post("/")
-@limiter.limit(portal_setting("limit_per_device"), methods=["POST"], deduct_when=reached_provider)
+@limiter.limit(portal_setting("limit_per_device"), key_func=device_key, methods=["POST"],
+               deduct_when=reached_provider)
 @limiter.limit(portal_setting("limit_per_phone"), key_func=phone_key, methods=["POST"],
                deduct_when=reached_provider)
 def start():
@@ -186,6 +197,9 @@ def start():
     if row is not None:
         svc.firewall_worker.wake()
         return redirect(wait_url(row.token), code=303)
+    refused = one_device_per_phone(svc, typed, number, mac)
+    if refused is not None:
+        return refused
     # A slow provider holds a thread per request: beyond max_concurrent, say so at once (a
     # fast provider frees a slot within milliseconds, so wait that long).
     if not svc.provider_slots.acquire(timeout=PROVIDER_SLOT_WAIT_SECONDS):
@@ -202,9 +216,56 @@ def start():
     except ProviderUnavailable as exc:
         log.warning("provider unavailable: %s", exc)
         return form_page(typed, {"phone": str(UNAVAILABLE_MESSAGE)}, 503)
+    except verification.PhoneWaiting as exc:  # another device got there while we asked
+        return phone_busy(typed, exc.row)
     finally:
         svc.provider_slots.release()
     return redirect(wait_url(row.token), code=303)
+
+
+def one_device_per_phone(svc, typed, number, mac):
+    """None when this device may ask for a call from number; else the page to show.
+
+    The device already waiting for that call is sent back to its wait page. Any other device is
+    told the number is taken and until when. A device whose wait ran out without a call, while
+    another device asked for the number, steps aside for one window: a guest who typed someone
+    else's number cannot keep the owner out by asking again every time their window closes.
+    """
+    with svc.engine.connect() as conn:
+        waiting = verification.waiting_for(conn, number)
+    if waiting is not None and waiting.mac == mac:
+        return redirect(wait_url(waiting.token), code=303)
+    if waiting is not None:
+        return phone_busy(typed, waiting)
+    last = verification.last_attempt(svc.engine, number, mac)
+    if last is None or verification.state_of(last) != verification.EXPIRED:
+        return None
+    free_at = last.expires_at + (last.expires_at - last.created_at)
+    if free_at <= utcnow() or not limiter.storage.get(contested_key(last)):
+        return None
+    minutes = math.ceil(sessions.seconds_until(free_at) / 60)
+    message = ngettext("Another device asked for this number while this one waited for a call. "
+                       "This device can ask for it again in %(num)s minute.",
+                       "Another device asked for this number while this one waited for a call. "
+                       "This device can ask for it again in %(num)s minutes.", minutes)
+    return form_page(typed, {"phone": message}, 429)
+
+
+def contested_key(row):
+    """Where it is noted that another device asked for row's phone while row waited."""
+    return f"callpass-contested:{row.id}"
+
+
+def phone_busy(typed, waiting):
+    """409: another device is waiting for a call from this number; note that someone asked."""
+    window = (waiting.expires_at - waiting.created_at).total_seconds()
+    limiter.storage.incr(contested_key(waiting), int(2 * window) + 60)
+    minutes = math.ceil(sessions.seconds_until(waiting.expires_at) / 60)
+    message = ngettext("This number is already waiting for a call on another device, for "
+                       "%(num)s more minute. Try again then.",
+                       "This number is already waiting for a call on another device, for "
+                       "%(num)s more minutes. Try again then.", minutes)
+    return form_page(typed, {"phone": message}, 409)
 
 
 def wait_url(token):

@@ -1,17 +1,27 @@
-"""GET /healthz: is the database answering, is the provider reachable, does the firewall take changes."""
+"""GET /healthz: is the database answering, is the provider reachable, does the firewall take changes.
 
+Guests can reach it too, so it is cheap at any rate (the database is asked at most once a
+second, the provider at most once a minute, and the firewall's state is the worker's last
+attempt: no firewall script runs for it)
+and tells a guest only whether the portal is healthy. The details (provider balance and errors,
+firewall errors) go to this machine (loopback: monitoring, `curl` on the gateway) and to a
+signed-in admin.
+"""
+
+import ipaddress
 import threading
 import time
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from sqlalchemy import text
 
-from . import services, settings
+from . import auth, services, settings
 from .provider import ProviderError, ProviderRejected
 
 bp = Blueprint("health", __name__)
 
 PROVIDER_CHECK_SECONDS = 60  # balance.php allows 10 requests a minute; one a minute is plenty
+CHECK_SECONDS = 1
 _lock = threading.Lock()
 
 
@@ -21,29 +31,58 @@ def provider_status(svc):
         cached = svc.cache.get("provider_status")
         if cached and time.monotonic() - cached[0] < PROVIDER_CHECK_SECONDS:
             return cached[1]
-        try:
-            answer = {"ok": True, "balance": settings.provider().balance()}
-        except ProviderRejected as exc:
-            answer = {"ok": False, "error": f"provider error {exc.code}: {exc.text}"}
-        except ProviderError as exc:
-            answer = {"ok": False, "error": str(exc)}
+    try:
+        answer = {"ok": True, "balance": settings.provider().balance()}
+    except ProviderRejected as exc:
+        answer = {"ok": False, "error": f"provider error {exc.code}: {exc.text}"}
+    except ProviderError as exc:
+        answer = {"ok": False, "error": str(exc)}
+    with _lock:
         svc.cache["provider_status"] = (time.monotonic(), answer)
-        return answer
+    return answer
+
+
+def database_status(svc):
+    """{"ok": bool[, "error"]}, asking the database at most once every CHECK_SECONDS."""
+    with _lock:
+        cached = svc.cache.get("database_status")
+        if cached and time.monotonic() - cached[0] < CHECK_SECONDS:
+            return cached[1]
+    try:
+        with svc.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        answer = {"ok": True}
+    except Exception as exc:  # any driver error means the same thing here: not healthy
+        answer = {"ok": False, "error": type(exc).__name__}
+    with _lock:
+        svc.cache["database_status"] = (time.monotonic(), answer)
+    return answer
+
+
+def checks(svc):
+    """The full health report. The firewall's part is the worker's own state, as it is now."""
+    database = database_status(svc)
+    firewall = {"backend": svc.firewall.name, **svc.firewall_worker.status()}
+    if firewall["failing_since"] is not None:
+        firewall["failing_since"] = firewall["failing_since"].isoformat()
+    return {"ok": database["ok"] and firewall["ok"], "database": database,
+            "provider": provider_status(svc), "firewall": firewall}
+
+
+def may_see_details(svc):
+    """This machine (loopback) or a signed-in admin."""
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or auth.signed_in_admin(svc.engine) is not None
 
 
 @bp.get("/healthz")
 def healthz():
     svc = services()
-    try:
-        with svc.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        database = {"ok": True}
-    except Exception as exc:  # any driver error means the same thing here: not healthy
-        database = {"ok": False, "error": type(exc).__name__}
-    # The worker's last attempt, not a new one: /healthz must stay cheap at any set size.
-    firewall = {"backend": svc.firewall.name, **svc.firewall_worker.status()}
-    if firewall["failing_since"] is not None:
-        firewall["failing_since"] = firewall["failing_since"].isoformat()
-    body = {"database": database, "provider": provider_status(svc), "firewall": firewall}
-    body["ok"] = database["ok"] and firewall["ok"]
-    return jsonify(body), 200 if body["ok"] else 503
+    report = checks(svc)
+    body = report if may_see_details(svc) else {"ok": report["ok"]}
+    return jsonify(body), 200 if report["ok"] else 503

@@ -1,7 +1,9 @@
 """Which MAC sent this request: the gateway's neighbour table, looked up by the socket's address.
 
 Guests share the LAN with the portal, so their MAC is in the kernel's neighbour table. Nothing the
-guest sends (headers, form fields) is ever used to decide who they are.
+guest sends (headers, form fields) is ever used to decide who they are. Only entries on the guest
+LAN's interface (gateway.lan) count: a device on the WAN side has a neighbour entry too, on
+another interface, and must never be able to sign in.
 """
 
 import hashlib
@@ -13,23 +15,19 @@ import time
 INCOMPLETE = "00:00:00:00:00:00"
 
 
-def mac_for_ip(ip, arp_table="/proc/net/arp"):
-    """The MAC the kernel has for ip, lowercase, or None when it has none."""
+def mac_for_ip(ip, interface, arp_table="/proc/net/arp"):
+    """The MAC the kernel has for ip on interface, lowercase, or None when it has none."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
     if address.version == 4:
-        return _from_arp_table(str(address), arp_table)
-    return _from_ip_neigh(str(address))
+        return _read_arp_table(arp_table, interface).get(str(address))
+    return _from_ip_neigh(str(address), interface)
 
 
-def _from_arp_table(ip, path):
-    return _read_arp_table(path).get(ip)
-
-
-def _read_arp_table(path):
-    """{ip: mac} of the complete IPv4 entries in an /proc/net/arp-format file."""
+def _read_arp_table(path, interface):
+    """{ip: mac} of the complete IPv4 entries on interface in an /proc/net/arp-format file."""
     try:
         with open(path, encoding="ascii") as fh:
             lines = fh.read().splitlines()[1:]
@@ -39,7 +37,8 @@ def _read_arp_table(path):
     for line in lines:
         fields = line.split()
         # IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 = incomplete
-        if len(fields) >= 4 and fields[2] != "0x0" and fields[3] != INCOMPLETE:
+        if (len(fields) >= 6 and fields[5] == interface and fields[2] != "0x0"
+                and fields[3] != INCOMPLETE):
             table.setdefault(fields[0], fields[3].lower())
     return table
 
@@ -53,8 +52,9 @@ class RecentNeighbours:
     LIFE_SECONDS = 1.0
     MISS_SECONDS = 0.1
 
-    def __init__(self, arp_table):
+    def __init__(self, arp_table, interface):
         self.arp_table = arp_table
+        self.interface = interface
         self._ipv4 = (0.0, {})  # (time.monotonic() when read, {ip: mac})
         self._ipv6 = {}         # ip -> (time.monotonic() deadline, mac or None)
 
@@ -70,21 +70,21 @@ class RecentNeighbours:
             read_at, table = self._ipv4
             age = now - read_at
             if age > self.LIFE_SECONDS or (ip not in table and age > self.MISS_SECONDS):
-                table = _read_arp_table(self.arp_table)
+                table = _read_arp_table(self.arp_table, self.interface)
                 self._ipv4 = (now, table)
             return table.get(ip)
         hit = self._ipv6.get(ip)
         if hit is None or hit[0] <= now:
             if len(self._ipv6) > 10_000:
                 self._ipv6 = {}
-            hit = (now + self.LIFE_SECONDS, _from_ip_neigh(str(address)))
+            hit = (now + self.LIFE_SECONDS, _from_ip_neigh(str(address), self.interface))
             self._ipv6[ip] = hit
         return hit[1]
 
 
-def _from_ip_neigh(ip):
+def _from_ip_neigh(ip, interface):
     try:
-        result = subprocess.run(["ip", "-json", "neigh", "show", "to", ip],
+        result = subprocess.run(["ip", "-json", "neigh", "show", "to", ip, "dev", interface],
                                 capture_output=True, text=True, timeout=5, check=False)
         entries = json.loads(result.stdout or "[]")
     except (OSError, subprocess.TimeoutExpired, ValueError):

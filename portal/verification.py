@@ -7,6 +7,11 @@ States: pending -> confirmed (the provider reported the call in time)
 
 A pending verification whose window has closed reads as expired at once (`state_of`); the
 maintenance thread writes the state (`expire_overdue`), nothing else does.
+
+The provider's notification names only the phone the call came from, so at most one device waits
+for a call from a given phone at a time (`waiting_for`): a second device asking for the same
+number is refused until the first one's window closes (`PhoneWaiting`). Otherwise whoever typed
+someone else's number would get online on that person's call.
 """
 
 import secrets
@@ -21,10 +26,35 @@ from .storage import access_session, utcnow, verification
 PENDING, CONFIRMED, EXPIRED, FAILED = "pending", "confirmed", "expired", "failed"
 
 
+class PhoneWaiting(Exception):
+    """Another device is already waiting for a call from this phone (until `row.expires_at`)."""
+
+    def __init__(self, row):
+        super().__init__(f"{row.phone} is waiting for a call on another device")
+        self.row = row
+
+
+def waiting_for(conn, phone, now=None):
+    """The verification waiting for a call from phone right now, or None (at most one)."""
+    return conn.execute(select(verification).where(
+        verification.c.phone == phone, verification.c.state == PENDING,
+        verification.c.expires_at > (now or utcnow()))
+        .order_by(verification.c.id).limit(1)).first()
+
+
+def last_attempt(engine, phone, mac):
+    """The newest verification this device started for phone, or None."""
+    with engine.connect() as conn:
+        return conn.execute(select(verification).where(
+            verification.c.phone == phone, verification.c.mac == mac)
+            .order_by(verification.c.id.desc()).limit(1)).first()
+
+
 def start_verification(engine, provider, phone, mac, ip, minutes):
     """Ask the provider for a number to call and record a pending verification; returns its row.
 
     A provider error is recorded as a failed verification and raised again for the view.
+    PhoneWaiting when another device started waiting for phone while the provider answered.
     """
     token = secrets.token_urlsafe(18)
     values = dict(token=token, phone=phone, mac=mac, ip=ip)
@@ -40,6 +70,9 @@ def start_verification(engine, provider, phone, mac, ip, minutes):
     with storage.begin(engine) as conn:
         # The window starts when the guest is shown the number, not when the provider was asked.
         now = utcnow()
+        waiting = waiting_for(conn, phone, now)
+        if waiting is not None:
+            raise PhoneWaiting(waiting)
         conn.execute(verification.insert().values(
             **values, call_number=call_number, state=PENDING,
             created_at=now, expires_at=now + timedelta(minutes=minutes)))
@@ -86,6 +119,10 @@ def confirm_call(conn, phone, session_minutes, devices_per_phone=3):
     waiting = conn.execute(select(verification).where(
         verification.c.phone == phone, verification.c.state == PENDING,
         verification.c.expires_at > now)).all()
+    if len(waiting) > 1:
+        # Only rows written before one-device-per-phone can get here: a call that could be
+        # anyone's opens nobody.
+        return []
     confirmed = []
     for row in waiting:
         changed = conn.execute(update(verification)

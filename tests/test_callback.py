@@ -119,9 +119,9 @@ def test_one_phone_keeps_at_most_devices_per_phone_online(app, make_guest, firew
 
     settings.save(app.extensions["callpass"], {"portal.devices_per_phone": 2}, "test")
     devices = [make_guest(f"10.77.0.{30 + i}", f"02:cc:00:00:02:{i:02x}") for i in range(3)]
-    for device in devices:
+    for second, device in enumerate(devices):
         assert device.start("+79161234567").status_code == 303
-    devices[0].call("79161234567")
+        device.call("79161234567", ts=int(time.time()) + second)  # one call per device
     live = sessions.live_sessions(app.extensions["callpass"].engine)
     assert len(live) == 2
     revoked = [c[1] for c in firewall.calls if c[0] == "revoke"]
@@ -177,3 +177,15 @@ def test_only_call_events_open_the_firewall(guest, app, firewall):
     guest.client.post(f"/callback/smsc/{CALLBACK_TOKEN}", data=dict(fields, waitcall="0"))
     settle(app)
     assert guest.status()["state"] == "pending" and firewall.list() == {}
+
+
+def test_forgeries_from_the_providers_address_never_get_its_genuine_notifications_refused(
+        guest, app, firewall):
+    """A guest cannot spend the provider's allowance: the limit counts refusals only, and a
+    genuine notification is authenticated before any limit is looked at."""
+    for _ in range(40):
+        notify(guest.client, "79161234567", token="wrong-token-0123456789")
+    assert guest.start("+79161234567").status_code == 303
+    assert guest.call("79161234567").data == b"OK"
+    assert guest.status()["access"] == "online"
+    assert ("allow", guest.mac) in [call[:2] for call in firewall.calls]
