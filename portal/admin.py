@@ -6,8 +6,9 @@ CSRF is checked here only: guest forms and the provider's callback live outside 
 never asked for a token.
 """
 
+import math
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, urlsplit
 
 from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template,
@@ -163,15 +164,28 @@ def login_limit():
     return services().config["admin"]["login_limit"]
 
 
+LOCK_MESSAGES = {
+    "address": N_("Too many failed sign-ins from your address. Try again after %(time)s "
+                  "(in %(minutes)s min)."),
+    "account": N_("Too many failed sign-ins to this account. Try again after %(time)s "
+                  "(in %(minutes)s min). A browser that has signed in to this account before "
+                  "can sign in now."),
+}
+
+
 def on_login_limit(limit):
-    """The lock-out page: when the next attempt will be accepted."""
-    svc = services()
-    seconds = max(1, int(limit.reset_at - utcnow().timestamp()))
-    retry = utcnow() + timedelta(seconds=seconds)
-    audit.record(svc.engine, request.form.get("name", "")[:64] or "-", auth.remote_address(),
-                 audit.LOGIN_LOCKED, f"retry after {retry:%H:%M:%S} UTC")
-    message = _("Too many failed sign-ins from your address. Try again after %(time)s "
-                "(in %(minutes)s min).", time=format_utc(retry, seconds=True),
+    """The lock-out page of an address (admin.login_limit)."""
+    return locked_out_page("address", datetime.fromtimestamp(limit.reset_at, timezone.utc))
+
+
+def locked_out_page(what, retry_at):
+    """A 429 sign-in page saying when the address or account takes attempts again (also in
+    Retry-After); the refused attempt goes to the audit log."""
+    seconds = max(1, math.ceil((retry_at - utcnow()).total_seconds()))
+    audit.record(services().engine, request.form.get("name", "").strip()[:64] or "-",
+                 auth.remote_address(), audit.LOGIN_LOCKED,
+                 f"{what} locked, retry after {retry_at:%H:%M:%S} UTC")
+    message = _(LOCK_MESSAGES[what], time=format_utc(retry_at, seconds=True),
                 minutes=(seconds + 59) // 60)
     page = render_template("admin/login.html", error=message, name="", next_url="",
                            locked=True)
@@ -190,32 +204,43 @@ def safe_next(target):
 @limiter.limit(login_limit, methods=["POST"], on_breach=on_login_limit,
                deduct_when=lambda response: g.get("login_failed", False))
 def login():
-    """The sign-in form; failures count against the address (admin.login_limit)."""
+    """The sign-in form. Failures count against the address (admin.login_limit) and, from a
+    browser the account does not know, against the account (auth.claim_attempt)."""
     next_url = request.values.get("next", "")
     if request.method == "GET":
         if g.admin:
             return redirect(safe_next(next_url))
         return render_template("admin/login.html", error=None, name="", next_url=next_url)
     svc = services()
-    name = request.form.get("name", "").strip()
+    name = request.form.get("name", "").strip()[:64]
+    is_known = auth.is_known_device(svc.engine, name)
+    if not is_known:
+        retry_at = auth.claim_attempt(svc.engine, name)
+        if retry_at is not None:
+            return locked_out_page("account", retry_at)
     row = auth.authenticate(svc.engine, name, request.form.get("password", ""))
     if row is None:
         g.login_failed = True
-        audit.record(svc.engine, name[:64] or "-", auth.remote_address(), audit.LOGIN_FAILED)
+        audit.record(svc.engine, name or "-", auth.remote_address(), audit.LOGIN_FAILED)
         return render_template("admin/login.html", error=_("Wrong name or password."),
-                               name=name[:64], next_url=next_url), 401
+                               name=name, next_url=next_url), 401
+    if not is_known:
+        auth.forget_failures(svc.engine, row.name)
     auth.sign_in(row)
     g.admin = row.name
     note(audit.LOGIN)
-    return redirect(safe_next(next_url), code=303)
+    response = redirect(safe_next(next_url), code=303)
+    auth.remember_device(response, row)
+    return response
 
 
 @bp.post("/logout")
 def logout():
+    """Sign out this browser and every other browser signed in as the same admin."""
     if g.admin:
         note(audit.LOGOUT)
-    auth.sign_out()
-    flash(_("You are signed out."), "ok")
+    auth.sign_out(services().engine, g.admin)
+    flash(_("You are signed out, here and on every other browser signed in as you."), "ok")
     return redirect(url_for("admin.login"), code=303)
 
 

@@ -67,14 +67,16 @@ def add(name, config_path):
 @click.argument("name")
 @CONFIG_OPTION
 def passwd(name, config_path):
-    """Set a new password for admin NAME (their open browsers are signed out)."""
+    """Set a new password for admin NAME: their sessions end everywhere, their browsers must
+    sign in anew, and a lock on the account after failed sign-ins is lifted."""
     engine = open_database(config_path)
     if name not in [row.name for row in auth.list_admins(engine)]:
         click.echo(f"callpass: there is no admin named {name!r}", err=True)
         sys.exit(1)
     change(engine, lambda: auth.set_password(engine, name, read_password(name)),
            audit.ADMIN_PASSWORD, name)
-    click.echo(f"password of {name} changed")
+    click.echo(f"password of {name} changed; every browser signed in as {name} is signed out "
+               "and the account's sign-in lock, if any, is lifted")
 
 
 @admin_group.command("remove")

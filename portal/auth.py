@@ -1,8 +1,16 @@
-"""Venue admin accounts: slow password hashes, the signed-in admin of a request, and who may sign in.
+"""Venue admin accounts: slow password hashes, the signed-in admin of a request, who may sign in,
+and the per-account lock.
 
 Passwords are stored only as werkzeug scrypt hashes. The login session lives in Flask's signed
-cookie: the admin's name, when they signed in, and a fingerprint of the password hash, so that
-changing a password (or removing the account) signs out every browser using the old one.
+cookie: the admin's name, when they signed in, and the account's session epoch. Signing out or a
+new password adds one to the epoch, which ends every session of that admin on every browser (a
+copied cookie too); removing the account ends them as well.
+
+Guessing is slowed twice: per source address (admin.login_limit, in admin.py) and per account
+(here). After FREE_ATTEMPTS failed attempts from browsers the account does not know, each further
+attempt has to wait, longer each time (FIRST_LOCK, doubling, at most LONGEST_LOCK). A browser
+where the admin signed in before carries a signed "known device" cookie and is not held by the
+account's lock, so guesses from many addresses cannot keep the real admin out.
 """
 
 import functools
@@ -10,8 +18,10 @@ import hashlib
 import ipaddress
 import re
 import time
+from datetime import timedelta
 
-from flask import request, session
+from flask import current_app, request, session
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -23,6 +33,14 @@ MAX_PASSWORD_LENGTH = 200
 SESSION_SECONDS = 12 * 3600  # a signed-in browser must sign in again after this
 HASH_METHOD = "scrypt"  # werkzeug's scrypt:32768:8:1, about 0.1 s per check
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+FREE_ATTEMPTS = 5                      # failed attempts on an account before it makes clients wait
+FIRST_LOCK = timedelta(minutes=1)      # the wait after FREE_ATTEMPTS failures; doubles each failure
+LONGEST_LOCK = timedelta(hours=1)
+FORGET_AFTER = timedelta(days=1)       # failures this old no longer count
+DEVICE_COOKIE = "callpass_admin_device"
+DEVICE_DAYS = 180                      # a browser stays known this long after its last sign-in
+DEVICE_ACCOUNTS = 5                    # accounts one browser is remembered for
 
 
 class AccountError(ValueError):
@@ -60,12 +78,14 @@ def add_admin(engine, name, password):
 
 
 def set_password(engine, name, password):
-    """Replace an admin's password (which signs out their open browsers)."""
+    """Replace an admin's password: every session of theirs ends, browsers they used are no longer
+    known, and the account's lock is lifted."""
     check_password(name, password)
     password_hash = generate_password_hash(password, method=HASH_METHOD)  # slow: before the lock
     with storage.begin(engine) as conn:
         result = conn.execute(admin_user.update().where(admin_user.c.name == name).values(
-            password_hash=password_hash))
+            password_hash=password_hash, session_epoch=admin_user.c.session_epoch + 1,
+            failed_logins=0, last_failed_at=None))
     if result.rowcount == 0:
         raise AccountError(f"there is no admin named {name!r}")
 
@@ -102,6 +122,7 @@ def _dummy_hash():
 
 
 def _fingerprint(password_hash):
+    """A short digest of the password hash: a new password makes known browsers unknown."""
     return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
@@ -110,27 +131,106 @@ def sign_in(row):
     session.clear()
     session["admin"] = row.name
     session["admin_since"] = int(time.time())
-    session["admin_key"] = _fingerprint(row.password_hash)
+    session["admin_epoch"] = row.session_epoch
 
 
-def sign_out():
-    """End this browser's admin session."""
+def sign_out(engine, name):
+    """End this browser's admin session and, when name is given, every other session of that admin."""
     session.clear()
+    if name:
+        with storage.begin(engine) as conn:
+            conn.execute(admin_user.update().where(admin_user.c.name == name).values(
+                session_epoch=admin_user.c.session_epoch + 1))
 
 
 def signed_in_admin(engine):
-    """The name of the admin signed in on this request, or None (expired, removed, password changed)."""
+    """The name of the admin signed in on this request, or None (expired, signed out elsewhere,
+    password changed, account removed)."""
     name = session.get("admin")
     if not name:
         return None
     if time.time() - session.get("admin_since", 0) > SESSION_SECONDS:
         return None
     with engine.connect() as conn:
-        password_hash = conn.execute(select(admin_user.c.password_hash)
-                                     .where(admin_user.c.name == name)).scalar()
-    if password_hash is None or session.get("admin_key") != _fingerprint(password_hash):
+        epoch = conn.execute(select(admin_user.c.session_epoch)
+                             .where(admin_user.c.name == name)).scalar()
+    if epoch is None or session.get("admin_epoch") != epoch:
         return None
     return name
+
+
+# --- The per-account lock -----------------------------------------------------------------------
+
+def lock_delay(failures):
+    """How long an account with this many counted failures waits after the last one."""
+    if failures < FREE_ATTEMPTS:
+        return timedelta(0)
+    doublings = min(failures - FREE_ATTEMPTS, 16)  # 2**16 minutes is far past LONGEST_LOCK
+    return min(FIRST_LOCK * 2 ** doublings, LONGEST_LOCK)
+
+
+def claim_attempt(engine, name):
+    """Count a sign-in attempt on account `name` before its password is checked.
+
+    Returns None when the attempt may go ahead (it counts as failed unless forget_failures
+    follows), or the time from which the account takes attempts again. Counting first, in one
+    write transaction, means guesses sent in parallel cannot all pass before the first failure
+    is recorded. A name with no account has nothing to lock. Failures are forgotten
+    FORGET_AFTER the last one.
+    """
+    now = utcnow()
+    with storage.begin(engine) as conn:
+        row = conn.execute(select(admin_user.c.failed_logins, admin_user.c.last_failed_at)
+                           .where(admin_user.c.name == name)).first()
+        if row is None:
+            return None
+        is_recent = row.last_failed_at is not None and now - row.last_failed_at < FORGET_AFTER
+        failures = row.failed_logins if is_recent else 0
+        if failures and now < row.last_failed_at + lock_delay(failures):
+            return row.last_failed_at + lock_delay(failures)
+        conn.execute(admin_user.update().where(admin_user.c.name == name).values(
+            failed_logins=failures + 1, last_failed_at=now))
+    return None
+
+
+def forget_failures(engine, name):
+    """A sign-in from a browser the account did not know succeeded: its failures stop counting."""
+    with storage.begin(engine) as conn:
+        conn.execute(admin_user.update().where(admin_user.c.name == name).values(
+            failed_logins=0, last_failed_at=None))
+
+
+def _device_signer():
+    return URLSafeTimedSerializer(current_app.secret_key, salt="callpass-admin-device")
+
+
+def _known_accounts():
+    """[[name, fingerprint], …] from this browser's known-device cookie; [] when absent or not ours."""
+    text = request.cookies.get(DEVICE_COOKIE)
+    if not text:
+        return []
+    try:
+        return _device_signer().loads(text, max_age=DEVICE_DAYS * 86400)
+    except BadSignature:  # forged, or signed with another secret key, or too old
+        return []
+
+
+def is_known_device(engine, name):
+    """Whether this browser signed in to account `name` before (since its password was set)."""
+    with engine.connect() as conn:
+        password_hash = conn.execute(select(admin_user.c.password_hash)
+                                     .where(admin_user.c.name == name)).scalar()
+    return password_hash is not None and [name, _fingerprint(password_hash)] in _known_accounts()
+
+
+def remember_device(response, row):
+    """Mark this browser as known to row's account: a signed cookie kept DEVICE_DAYS, which
+    exempts it from the account's lock (not from the per-address limit)."""
+    mine = [row.name, _fingerprint(row.password_hash)]
+    others = [entry for entry in _known_accounts() if entry[0] != row.name]
+    response.set_cookie(DEVICE_COOKIE, _device_signer().dumps([mine, *others][:DEVICE_ACCOUNTS]),
+                        max_age=DEVICE_DAYS * 86400, path="/admin", httponly=True,
+                        samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
 def is_allowed_address(address, networks):

@@ -10,10 +10,10 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 from sqlalchemy import (Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Table, Text, create_engine, event, select, text)
+                        String, Table, Text, create_engine, event, inspect, select, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator):
@@ -131,6 +131,13 @@ admin_user = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Carried in the signed session cookie; signing out or a new password adds one, which ends
+    # every session of this admin (a copied cookie included).
+    Column("session_epoch", Integer, nullable=False, server_default=text("0")),
+    # The per-account lock: sign-in attempts from browsers the account does not know, counted
+    # until one succeeds (see auth.claim_attempt).
+    Column("failed_logins", Integer, nullable=False, server_default=text("0")),
+    Column("last_failed_at", UTCDateTime),
 )
 
 audit = Table(
@@ -203,9 +210,11 @@ def upgrade(engine):
         elif row.version > SCHEMA_VERSION:
             raise RuntimeError(f"database schema {row.version} is newer than this callpass "
                                f"({SCHEMA_VERSION}); upgrade callpass")
-        elif row.version < 2:
-            _upgrade_to_2(conn)
-            conn.execute(schema_info.update().values(version=2))
+        elif row.version < SCHEMA_VERSION:
+            if row.version < 2:
+                _upgrade_to_2(conn)
+            _upgrade_to_3(conn)
+            conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
 
 
 def _upgrade_to_2(conn):
@@ -222,3 +231,17 @@ def _upgrade_to_2(conn):
         for index in table.indexes:
             index.create(conn, checkfirst=True)
 
+
+def _upgrade_to_3(conn):
+    """Version 3: admin_user.session_epoch, failed_logins and last_failed_at.
+
+    A database from before admin accounts existed got admin_user from create_all just now,
+    columns included, so only the missing ones are added.
+    """
+    present = {column["name"] for column in inspect(conn).get_columns("admin_user")}
+    for name in ("session_epoch", "failed_logins", "last_failed_at"):
+        if name not in present:
+            column = admin_user.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            default = " NOT NULL DEFAULT 0" if column.server_default is not None else ""
+            conn.execute(text(f"ALTER TABLE admin_user ADD COLUMN {name} {kind}{default}"))

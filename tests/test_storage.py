@@ -1,11 +1,12 @@
 """The schema upgrade keeps everything a venue has: a version-1 database (the first release)
-becomes version 2 with its sessions, its log and its guests online."""
+becomes the current version with its sessions, its log and its guests online; a version-2 one
+keeps its admins, who sign in as before."""
 
 import sqlite3
 
 from sqlalchemy import select
 
-from portal import sessions, storage
+from portal import auth, sessions, storage
 
 VERSION_1 = """
 CREATE TABLE schema_info (id INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (id));
@@ -56,10 +57,41 @@ def test_a_version_1_database_is_upgraded_without_losing_anything(tmp_path):
     storage.upgrade(engine)  # and again: a second start changes nothing
 
     with engine.connect() as conn:
-        assert conn.execute(select(storage.schema_info.c.version)).scalar() == 2
+        assert conn.execute(select(storage.schema_info.c.version)).scalar() == 3
         verdicts = conn.execute(select(storage.notification.c.verdict)
                                 .order_by(storage.notification.c.id)).scalars().all()
     assert verdicts == ["accepted", "replay", "rejected"]
     session = sessions.active_session(engine, "02:cc:00:00:00:11")
     assert session.id == 1 and sessions.is_online(session)  # still online, not "connecting"
+    engine.dispose()
+
+
+VERSION_2_ADMIN = """
+CREATE TABLE schema_info (id INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (id));
+INSERT INTO schema_info VALUES (1, 2);
+CREATE TABLE admin_user (
+    id INTEGER NOT NULL, name VARCHAR(64) NOT NULL, password_hash VARCHAR(255) NOT NULL,
+    created_at DATETIME NOT NULL, PRIMARY KEY (id), UNIQUE (name));
+"""
+
+
+def test_a_version_2_database_keeps_its_admins(tmp_path):
+    path = tmp_path / "v2.sqlite3"
+    password_hash = auth.generate_password_hash("a long enough secret", method=auth.HASH_METHOD)
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_2_ADMIN)
+        db.execute("INSERT INTO admin_user VALUES (1, 'anna', ?, '2026-11-27 10:00:00')",
+                   (password_hash,))
+    engine = storage.connect(f"sqlite:///{path}")
+
+    storage.upgrade(engine)
+    storage.upgrade(engine)
+
+    with engine.connect() as conn:
+        assert conn.execute(select(storage.schema_info.c.version)).scalar() == 3
+    row = auth.authenticate(engine, "anna", "a long enough secret")
+    assert (row.name, row.session_epoch, row.failed_logins, row.last_failed_at) == (
+        "anna", 0, 0, None)
+    auth.add_admin(engine, "boris", "another long secret")  # new rows get the defaults
+    assert auth.authenticate(engine, "boris", "another long secret").session_epoch == 0
     engine.dispose()
