@@ -246,6 +246,12 @@ def logout():
 
 # --- Dashboard ----------------------------------------------------------------------------------
 
+# SMSC error 4: after 5 wrong logins within 30 minutes it blocks the sender's IP address for
+# 30 minutes; for a venue that means nobody can get online until it lifts.
+IP_BLOCKED = 4
+IP_BLOCK_MINUTES = 30
+
+
 def handler_url(config):
     """The handler URL for the SMSC account settings: public_url + callback/smsc/<token>, and
     `?md5=<secret>` (or sha1) when notifications are to be signed."""
@@ -256,12 +262,23 @@ def handler_url(config):
     return url
 
 
+def stored_error(text):
+    """A stored provider failure as the error it was: "provider error 2: …" becomes
+    ProviderRejected(2, "…"), any other reason ProviderUnavailable."""
+    match = re.fullmatch(r"provider error (\d+): (.*)", text or "", re.S)
+    return ProviderRejected(int(match[1]), match[2]) if match else ProviderUnavailable(text)
+
+
 def explain_failure(text):
     """A stored provider failure ("provider error 2: …" or a reason) in words."""
-    match = re.fullmatch(r"provider error (\d+): (.*)", text or "", re.S)
-    error = ProviderRejected(int(match[1]), match[2]) if match else ProviderUnavailable(text)
-    words = describe(error)
+    words = describe(stored_error(text))
     return _(words) if words in DESCRIPTIONS.values() else words
+
+
+def is_ip_blocked(text):
+    """Whether a stored provider failure says the provider blocked the venue's address."""
+    error = stored_error(text)
+    return isinstance(error, ProviderRejected) and error.code == IP_BLOCKED
 
 
 def overview(svc):
@@ -282,6 +299,9 @@ def overview(svc):
                                .where(v.c.state == verification.FAILED)
                                .order_by(v.c.id.desc()).limit(1)).first()
         last_notice = conn.execute(select(n).order_by(n.c.id.desc()).limit(1)).first()
+    provider = provider_status(svc)
+    blocked_recently = failure is not None and is_ip_blocked(failure.failure) \
+        and now - failure.created_at < timedelta(minutes=IP_BLOCK_MINUTES)
     return {
         "online": online, "waiting": waiting,
         "today": {state: by_state.get(state, 0) for state in STATES},
@@ -289,7 +309,9 @@ def overview(svc):
                                      "text": failure.failure,
                                      "meaning": explain_failure(failure.failure)},
         "last_notice": last_notice,
-        "provider": provider_status(svc),
+        "provider": provider,
+        "provider_blocked": blocked_recently or (not provider["ok"]
+                                                 and is_ip_blocked(provider.get("error"))),
         "firewall": svc.firewall_worker.status(),
         "firewall_name": svc.firewall.name,
         "handler_url": handler_url(svc.config),
