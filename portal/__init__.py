@@ -64,13 +64,22 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     engine = engine if engine is not None else storage.connect(portal["database"])
     firewall = firewall if firewall is not None else firewall_module.from_config(config["gateway"])
     online = sessions.OnlineCache(engine)
+    from . import settings  # here, not at the top: settings needs this package loaded first
+
+    # When the table vanishes (`nft flush ruleset`) the worker makes it again with these `up`
+    # arguments and puts the walled garden back; the sessions and provider addresses it knows.
+    firewall_worker = FirewallWorker(
+        engine, firewall, on_applied=online.clear,
+        table={"lan": config["gateway"]["lan"],
+               "portal_port": int(portal["listen"].rpartition(":")[2])},
+        restore=lambda: settings.sync_garden(app.extensions["callpass"]))
     app.extensions["callpass"] = Services(
         config=config,
         engine=engine,
         online=online,
         provider=provider if provider is not None else SmscClient.from_config(config["provider"]),
         firewall=firewall,
-        firewall_worker=FirewallWorker(engine, firewall, on_applied=online.clear),
+        firewall_worker=firewall_worker,
         provider_slots=threading.BoundedSemaphore(config["provider"]["max_concurrent"]),
         is_demo=demo,
         simulator_url=simulator_url,

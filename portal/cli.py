@@ -206,16 +206,24 @@ def start_background(app):
 
 def maintain(app, stop):
     """Push the walled garden once, then every minute expire verifications and close sessions
-    (the only place time-derived state is written); purge the log at start and once a day."""
+    (the only place time-derived state is written), keep the firewall's list of the provider's
+    addresses current (guests must not reach them); purge the log at start and once a day."""
+    from . import provider_hosts
+
     svc = app.extensions["callpass"]
     with app.app_context():
         for failure in settings.sync_garden(svc):
             log.error("walled garden: %s", failure)
+    provider_addresses = provider_hosts.ProviderAddresses()
     next_purge = time.monotonic()
     while True:
         try:
             verification.expire_overdue(svc.engine)
             sessions.close_expired(svc.engine)
+            with app.app_context():
+                addresses = provider_addresses.update(settings.current()["provider"])
+            if addresses is not None:
+                svc.firewall_worker.block_provider(addresses)
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_SECONDS
                 log.info("daily purge: %s", idlog.purge_recorded(

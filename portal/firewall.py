@@ -5,6 +5,10 @@ here first, as the script does again; `apply` sends a batch of allow/revoke chan
 the script's stdin, made one nft transaction. `NoopFirewall` keeps the same bookkeeping in memory
 for demo mode and tests. Bad input raises ValueError before anything runs; a failing or hanging
 script raises FirewallError.
+
+Besides the guests' MACs the firewall holds the walled garden (`garden`) and the provider's API
+addresses that no guest may reach (`provider_set`); `is_complete` asks cheaply whether the table
+is still there (`nft flush ruleset` removes it, and with no table forwarding is open).
 """
 
 import ipaddress
@@ -20,11 +24,17 @@ import time
 from .config import INTERFACE as _IFACE
 
 MAX_SECONDS = 31 * 24 * 3600  # the script's cap on an allow's duration
+MAX_PROVIDER_ADDRESSES = 256  # the script's cap on `provider set`
+MISSING_STATUS = 3            # `callpass-fw check`: the table or a part of it is missing
 _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.IGNORECASE)
 
 
 class FirewallError(Exception):
     """The firewall script failed, timed out or could not be run; the message says why."""
+
+
+class TableMissing(FirewallError):
+    """`callpass-fw check` found the table, or one of its chains or sets, missing."""
 
 
 def normalise_mac(mac: str) -> str:
@@ -88,6 +98,20 @@ def _check_garden(action, cidr):
     return ["garden", action, network.with_prefixlen]
 
 
+def check_provider_addresses(addresses):
+    """The provider's addresses for `provider set`, checked: canonical, unique, sorted."""
+    if isinstance(addresses, str):
+        raise ValueError("addresses must be a list of IP addresses, not one string")
+    checked = set()
+    for address in addresses:
+        if not isinstance(address, str) or "%" in address:
+            raise ValueError(f"not an IP address: {address!r}")
+        checked.add(ipaddress.ip_address(address))
+    if len(checked) > MAX_PROVIDER_ADDRESSES:
+        raise ValueError(f"at most {MAX_PROVIDER_ADDRESSES} provider addresses")
+    return [str(address) for address in sorted(checked, key=lambda a: (a.version, a))]
+
+
 class ScriptFirewall:
     """deploy/callpass-fw, run as a subprocess (one at a time).
 
@@ -142,8 +166,24 @@ class ScriptFirewall:
         """Add or remove (action "add" | "del") a walled-garden address or network."""
         self._run(_check_garden(action, cidr))
 
+    def provider_set(self, addresses) -> None:
+        """Keep every guest away from these addresses (the provider's API), replacing the last
+        ones in one transaction; an empty list keeps nobody away."""
+        self._run(["provider", "set", *check_provider_addresses(addresses)])
+
+    def is_complete(self) -> bool:
+        """True when the table and all its chains and sets exist; False when any is missing.
+
+        Reads no set elements (`callpass-fw check`), so it is cheap at any number of guests.
+        """
+        try:
+            self._run(["check"])
+        except TableMissing:
+            return False
+        return True
+
     def down(self) -> None:
-        """Remove the whole ruleset."""
+        """Remove the whole ruleset (for uninstalling: with no table forwarding is open)."""
         self._run(["down"])
 
     def is_healthy(self) -> bool:
@@ -176,6 +216,8 @@ class ScriptFirewall:
                 raise
         if process.returncode != 0:
             message = stderr.strip() or f"exit status {process.returncode}"
+            if argv == ["check"] and process.returncode == MISSING_STATUS:
+                raise TableMissing(message)
             raise FirewallError(f"{self.script} {argv[0]}: {message}")
         return stdout
 
@@ -208,9 +250,10 @@ class NoopFirewall:
     """Changes nothing on the machine; remembers allowed MACs and records every verb in `calls`.
 
     `calls` holds tuples such as ("up", lan, port, portal_ip), ("allow", mac, seconds),
-    ("revoke", mac), ("list",), ("garden", action, cidr), ("down",); MACs normalised.
-    apply() records each of its changes as the single verb would. is_healthy() is not a verb
-    and is not recorded.
+    ("revoke", mac), ("list",), ("garden", action, cidr), ("provider", (address, ...)),
+    ("down",); MACs normalised. apply() records each of its changes as the single verb would.
+    is_healthy() and is_complete() only ask, and are not recorded. The table is there from the
+    start; down() removes it, as `nft flush ruleset` would, and up() makes it again (empty).
     """
 
     name = "noop"
@@ -219,12 +262,15 @@ class NoopFirewall:
         self.calls = []
         self._expiry = {}  # mac -> time.monotonic() deadline, or None
         self._garden = set()
+        self.provider_addresses = []
+        self._is_complete = True
         self._lock = threading.Lock()
 
     def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
-        """Record the call (arguments checked like the script does)."""
+        """Record the call (arguments checked like the script does); the table is there."""
         _check_up(lan, portal_port, portal_ip)
         self._record("up", lan, portal_port, portal_ip)
+        self._is_complete = True
 
     def allow(self, mac: str, seconds: int | None = None) -> None:
         """Remember mac as allowed, for seconds or without limit."""
@@ -275,12 +321,25 @@ class NoopFirewall:
             self.calls.append(("garden", action, cidr))
             (self._garden.add if action == "add" else self._garden.discard)(network)
 
+    def provider_set(self, addresses) -> None:
+        """Remember the addresses no guest may reach."""
+        checked = check_provider_addresses(addresses)
+        with self._lock:
+            self.calls.append(("provider", tuple(checked)))
+            self.provider_addresses = checked
+
+    def is_complete(self) -> bool:
+        """False after down() until the next up()."""
+        return self._is_complete
+
     def down(self) -> None:
         """Forget everything, as deleting the table does."""
         with self._lock:
             self.calls.append(("down",))
             self._expiry.clear()
             self._garden.clear()
+            self.provider_addresses = []
+            self._is_complete = False
 
     def is_healthy(self) -> bool:
         """Always True: there is nothing to fail."""

@@ -9,6 +9,16 @@ the firewall, compare with every live session, fix the difference in batches —
 and every minute, so a firewall that lost its set (a reboot, `callpass-fw up` after `down`) is
 refilled without anyone asking.
 
+The firewall must never fail open silently: with no table `inet callpass` (`nft flush ruleset`,
+which restarting Debian's nftables service does) forwarding is open to every guest. So every
+CHECK_SECONDS the worker asks whether the table is complete (cheap: no set elements are read);
+when it is not, it logs an ERROR, runs `up` with the portal's interface and port, puts back the
+provider's addresses and the walled garden, and makes the full pass at once. status() tells
+when that last happened.
+
+The worker also keeps the provider's API addresses in the firewall (`block_provider`): the
+maintenance thread resolves them, the worker pushes them.
+
 This is the one place firewall failures are handled: the rows stay queued, the failure is logged
 once, shown on the dashboard and /healthz, and retried with backoff; no request ever sees it.
 """
@@ -21,7 +31,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import storage
-from .firewall import MAX_SECONDS, FirewallError
+from .firewall import MAX_SECONDS, FirewallError, check_provider_addresses
 from .sessions import seconds_until
 from .storage import access_session, firewall_change, utcnow
 
@@ -31,6 +41,7 @@ BATCH = 2000               # MACs per apply call (one nft transaction)
 POLL_SECONDS = 2.0         # changes written by other processes are picked up this often
 FULL_SYNC_SECONDS = 60
 MAX_BACKOFF_SECONDS = 30.0
+CHECK_SECONDS = 5.0        # how often the table's presence is checked (a missing one fails open)
 DRIFT_SECONDS = 60         # a kernel timeout this far off the session's end is set again
 
 
@@ -125,18 +136,30 @@ def pending_count(engine):
 
 
 class FirewallWorker:
-    """The thread that applies queued changes (woken by `wake()`) and the periodic full pass."""
+    """The thread that applies queued changes (woken by `wake()`), the periodic full pass and the
+    check that the table is still there.
 
-    def __init__(self, engine, firewall, on_applied=None):
+    table: the `up` arguments ({"lan": ..., "portal_port": ...}) that recreate a missing table;
+    None: never recreate it. restore: called after a recreation to put back what the sessions do
+    not say (the walled garden); returns a list of failure messages.
+    """
+
+    def __init__(self, engine, firewall, on_applied=None, table=None, restore=None):
         self.engine = engine
         self.firewall = firewall
         self.on_applied = on_applied or (lambda: None)  # e.g. drop cached online states
+        self.table = table
+        self.restore = restore or (lambda: [])
         self.error = None          # the last failure's message, None while the firewall works
         self.failing_since = None  # aware datetime of the first failure in a row
+        self.recreated_at = None   # aware datetime of the last time the table had to be recreated
+        self.provider_addresses = None  # the addresses no guest may reach; None: not known yet
+        self._provider_unsent = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
         self._full_sync_due = 0.0  # time.monotonic() of the next full pass: at once
+        self._check_due = 0.0      # time.monotonic() of the next table check: at once
 
     def wake(self):
         """Something was queued: apply it now (returns at once)."""
@@ -154,8 +177,26 @@ class FirewallWorker:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def block_provider(self, addresses):
+        """Keep guests away from these addresses (the provider's API) from the next pass on.
+
+        Raises ValueError for anything that is not a list of IP addresses.
+        """
+        addresses = check_provider_addresses(addresses)
+        if addresses != self.provider_addresses:
+            self.provider_addresses = addresses
+            self._provider_unsent = True
+            self.wake()
+
     def run_once(self):
-        """One pass: the full comparison when due, then the queue. Raises on failure."""
+        """One pass: the table check and the provider's addresses when due, the full comparison
+        when due, then the queue. Raises on failure."""
+        if time.monotonic() >= self._check_due:
+            self.ensure_table()
+            self._check_due = time.monotonic() + CHECK_SECONDS
+        if self._provider_unsent:
+            self.firewall.provider_set(self.provider_addresses)
+            self._provider_unsent = False
         if time.monotonic() >= self._full_sync_due:
             allowed, revoked = sync_all(self.engine, self.firewall)
             self._full_sync_due = time.monotonic() + FULL_SYNC_SECONDS
@@ -164,20 +205,37 @@ class FirewallWorker:
                 self.on_applied()
         self.apply_pending()
 
+    def ensure_table(self):
+        """Recreate the table when it is missing or incomplete, loudly. Raises on failure."""
+        if self.table is None or self.firewall.is_complete():
+            return
+        log.error("firewall: table inet callpass is missing or incomplete (was `nft flush "
+                  "ruleset` run, or the nftables service restarted?): guests were not checked; "
+                  "recreating it")
+        self.firewall.up(**self.table)
+        self.recreated_at = utcnow()
+        self._provider_unsent = self.provider_addresses is not None
+        for failure in self.restore():
+            log.error("firewall: walled garden: %s", failure)
+        self._full_sync_due = 0.0  # the allowed guests, at once (run_once goes on with it)
+        log.error("firewall: table inet callpass recreated; allowed guests are being put back")
+
     def apply_pending(self):
         """Apply the queue now, in the calling thread (tests and `fw-sync` use it directly)."""
         if apply_pending(self.engine, self.firewall):
             self.on_applied()
 
     def status(self):
-        """{"ok", "error", "failing_since", "pending"} for /healthz and the dashboard."""
+        """{"ok", "error", "failing_since", "pending", "recreated_at"} for /healthz and the
+        dashboard; recreated_at: when the table was last found missing and made again."""
         try:
             pending = pending_count(self.engine)
         except SQLAlchemyError:
             pending = None
         return {"ok": self.error is None, "error": self.error,
                 "failing_since": self.failing_since,
-                "pending": pending}
+                "pending": pending,
+                "recreated_at": self.recreated_at}
 
     def _loop(self):
         backoff = 0.0
@@ -203,6 +261,7 @@ class FirewallWorker:
         return True
 
     def _failed(self, exc):
+        self._check_due = 0.0  # a vanished table is the likeliest cause: look at the next try
         message = str(exc)
         if message != self.error:  # logged once per distinct failure, not once per retry
             log.error("firewall: %s (changes are kept and retried with backoff)", message)

@@ -59,8 +59,9 @@ def fake_script(folder, mode="ok"):
 
 
 def write_config(path, *, port, database, provider_url, script, arp=None, extra="",
-                 listen_host="127.0.0.1", public_host="127.0.0.1"):
-    """A complete config for `serve`; arp None reads the kernel's own neighbour table."""
+                 listen_host="127.0.0.1", public_host="127.0.0.1", gateway_extra=""):
+    """A complete config for `serve`; arp None reads the kernel's own neighbour table. extra
+    goes into [portal], gateway_extra into [gateway]."""
     neighbours = f'neighbour_table = "{arp}"' if arp else ""
     path.write_text(f"""
 [portal]
@@ -88,6 +89,7 @@ secret = "{SECRET}"
 firewall = "script"
 script = "{script}"
 script_timeout_seconds = 2
+{gateway_extra}
 """)
     return path
 

@@ -135,7 +135,8 @@ def test_kill_9_at_any_moment_loses_and_doubles_nothing(gateway, tmp_path):
         assert wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
                           .json()["firewall"] | {"failing_since": None} == {
                               "backend": "script", "ok": True, "error": None,
-                              "failing_since": None, "pending": 0}, seconds=10)
+                              "failing_since": None, "pending": 0, "recreated_at": None},
+                          seconds=10)
     finally:
         serve.stop()
         simulator.stop()

@@ -153,6 +153,13 @@ def test_normalise_mac_rejects(mac):
     lambda fw: fw.apply([["revoke", MAC]]),
     lambda fw: fw.apply(["revoke " + MAC]),
     lambda fw: fw.apply([("revoke", MAC + "\nallow 02:cc:00:00:00:12")]),
+    lambda fw: fw.provider_set("192.0.2.1"),
+    lambda fw: fw.provider_set(["192.0.2.1", "smsc.ru"]),
+    lambda fw: fw.provider_set(["192.0.2.0/24"]),
+    lambda fw: fw.provider_set(["fe80::1%eth0"]),
+    lambda fw: fw.provider_set(["192.0.2.1 }"]),
+    lambda fw: fw.provider_set([None]),
+    lambda fw: fw.provider_set([f"10.0.{i // 250}.{i % 250 + 1}" for i in range(257)]),
 ])
 def test_bad_input_raises_value_error_and_runs_nothing(recorder, call):
     fw, log = recorder
@@ -170,6 +177,9 @@ def test_arguments_reach_the_script_as_a_list(recorder):
     fw.garden("add", "10.0.0.0/8")
     fw.garden("del", "2001:DB8::/32")
     assert fw.list() == {}
+    fw.provider_set(["2001:DB8::0:1", "192.0.2.9", "192.0.2.10", "192.0.2.9"])
+    fw.provider_set([])
+    assert fw.is_complete()
     fw.down()
     assert log.read_text().splitlines() == [
         "up --lan br-lan --portal-port 2050 --portal-ip 10.77.0.1",
@@ -179,8 +189,37 @@ def test_arguments_reach_the_script_as_a_list(recorder):
         "garden add 10.0.0.0/8",
         "garden del 2001:db8::/32",
         "list",
+        "provider set 192.0.2.9 192.0.2.10 2001:db8::1",  # canonical, once each
+        "provider set",
+        "check",
         "down",
     ]
+
+
+def test_is_complete_tells_a_missing_table_from_a_failing_script(tmp_path):
+    missing = ScriptFirewall(write_script(tmp_path / "missing",
+                                          "echo 'table is missing' >&2\nexit 3\n"))
+    assert missing.is_complete() is False
+    broken = ScriptFirewall(write_script(tmp_path / "broken", "echo 'nft failed' >&2\nexit 1\n"))
+    with pytest.raises(FirewallError, match="nft failed"):
+        broken.is_complete()
+    # Exit 3 means "missing" for check only.
+    with pytest.raises(FirewallError):
+        missing.list()
+
+
+@pytest.mark.netns
+def test_is_complete_and_provider_set_on_the_real_script(fw, gateway_ns):
+    assert fw.is_complete() is False  # no table yet
+    with pytest.raises(FirewallError, match="run callpass-fw up first"):
+        fw.provider_set(["192.0.2.1"])
+    fw.up("br-lan", 2050)
+    assert fw.is_complete() is True
+    fw.provider_set(["192.0.2.1", "2001:db8::1"])
+    listed = gateway_ns.run("nft", "list", "table", "inet", "callpass", check=True).stdout
+    assert "192.0.2.1" in listed and "2001:db8::1" in listed
+    gateway_ns.run("nft", "flush", "ruleset", check=True)
+    assert fw.is_complete() is False
 
 
 def test_apply_sends_the_changes_as_lines_on_stdin(tmp_path):
@@ -287,8 +326,12 @@ def test_noop_firewall_remembers_and_records(monkeypatch):
     fw.revoke(MAC)
     fw.revoke(MAC)
     fw.garden("add", "10.0.0.0/8")
+    fw.provider_set(["192.0.2.1"])
+    assert fw.provider_addresses == ["192.0.2.1"] and fw.is_complete()
     fw.down()
-    assert fw.list() == {}
+    assert fw.list() == {} and fw.provider_addresses == [] and not fw.is_complete()
+    fw.up("br-lan", 2050)
+    assert fw.is_complete()
     assert fw.calls == [
         ("up", "br-lan", 2050, None),
         ("allow", "aa:bb:cc:dd:ee:ff", 60),
@@ -298,8 +341,10 @@ def test_noop_firewall_remembers_and_records(monkeypatch):
         ("revoke", MAC),
         ("revoke", MAC),
         ("garden", "add", "10.0.0.0/8"),
+        ("provider", ("192.0.2.1",)),
         ("down",),
         ("list",),
+        ("up", "br-lan", 2050, None),
     ]
 
 

@@ -1,9 +1,11 @@
 """The whole path on real parts: two guests, a gateway running `callpass-fw up` and `callpass serve`
-with the script firewall, and an upstream running the SMSC simulator and a stand-in internet server.
+with the script firewall, and an upstream running the SMSC simulator (on the provider's own
+address) and a stand-in internet server.
 
 Guest 1 is captive, posts its phone, the simulator places the call, the notification reaches the
-portal, and guest 1 gets through; guest 2 never verified and stays blocked; revoking guest 1 blocks
-it again.
+portal, and guest 1 gets through — to the internet, never to the provider's API; guest 2 never
+verified and stays blocked; revoking guest 1 blocks it again. And when something flushes the
+gateway's ruleset, callpass puts its table back within seconds.
 """
 
 import json
@@ -20,6 +22,7 @@ SCRIPT = ROOT / "deploy" / "callpass-fw"
 PORTAL_PORT = 8080
 SIM_PORT = 8081
 INTERNET_BODY = "the internet"
+GARDEN = "192.0.2.0/24"
 
 
 @pytest.fixture
@@ -29,6 +32,40 @@ def topo():
         pytest.skip(reason)
     with Topology() as topology:
         yield topology
+
+
+@pytest.fixture
+def portal(topo, tmp_path):
+    """`callpass-fw up` and `callpass serve` on the gateway, the simulator on the provider's
+    address upstream, a web server on the other upstream address; yields the portal's URL."""
+    up = topo.run("gateway", str(SCRIPT), "up", "--lan", topo.lan_iface,
+                  "--portal-port", str(PORTAL_PORT))
+    assert up.returncode == 0, up.stderr
+    config = tmp_path / "callpass.toml"
+    write_config(config, port=PORTAL_PORT, database=tmp_path / "callpass.sqlite3",
+                 provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", script=SCRIPT,
+                 extra="session_minutes = 30", listen_host="0.0.0.0", public_host=topo.gateway.ip,
+                 gateway_extra=f'garden = ["{GARDEN}"]')
+    logs = (tmp_path / "serve.log").open("w"), (tmp_path / "sim.log").open("w")
+    try:
+        topo.popen("upstream", sys.executable, "-m", "portal", "simulator",
+                   "--host", topo.provider_ip, "--port", str(SIM_PORT),
+                   "--callback-url", f"http://{topo.gateway_wan_ip}:{PORTAL_PORT}/callback/smsc/{TOKEN}",
+                   "--secret", SECRET, "--login", "venue", "--password", "venue-password",
+                   stdout=logs[1], stderr=logs[1], cwd=ROOT)
+        topo.popen("gateway", sys.executable, "-m", "portal", "serve", "--config", str(config),
+                   stdout=logs[0], stderr=logs[0], cwd=ROOT)
+        url = f"http://{topo.gateway.ip}:{PORTAL_PORT}"
+        assert wait_for(lambda: curl(topo, "gateway", f"{url}/healthz")[0] == 0), \
+            (tmp_path / "serve.log").read_text()
+        # callpass resolved the provider's host and keeps guests away from it.
+        assert wait_for(lambda: topo.provider_ip in nft_set(topo, "provider4")), \
+            (tmp_path / "serve.log").read_text()
+        with topo.http_server("upstream", 80, body=INTERNET_BODY, ip=topo.upstream.ip):
+            yield url
+    finally:
+        for log in logs:
+            log.close()
 
 
 def curl(topo, host, *args, timeout=4):
@@ -46,65 +83,60 @@ def wait_for(predicate, seconds=20):
     return False
 
 
-def test_guest_gets_online_by_calling_on_a_real_gateway(topo, tmp_path):
-    up = topo.run("gateway", str(SCRIPT), "up", "--lan", topo.lan_iface,
-                  "--portal-port", str(PORTAL_PORT))
-    assert up.returncode == 0, up.stderr
-    config = tmp_path / "callpass.toml"
-    write_config(config, port=PORTAL_PORT, database=tmp_path / "callpass.sqlite3",
-                 provider_url=f"http://{topo.upstream.ip}:{SIM_PORT}", script=SCRIPT,
-                 extra="session_minutes = 30", listen_host="0.0.0.0", public_host=topo.gateway.ip)
-    logs = (tmp_path / "serve.log").open("w"), (tmp_path / "sim.log").open("w")
-    try:
-        topo.popen("upstream", sys.executable, "-m", "portal", "simulator",
-                   "--host", topo.upstream.ip, "--port", str(SIM_PORT),
-                   "--callback-url", f"http://{topo.gateway_wan_ip}:{PORTAL_PORT}/callback/smsc/{TOKEN}",
-                   "--secret", SECRET, "--login", "venue", "--password", "venue-password",
-                   stdout=logs[1], stderr=logs[1], cwd=ROOT)
-        topo.popen("gateway", sys.executable, "-m", "portal", "serve", "--config", str(config),
-                   stdout=logs[0], stderr=logs[0], cwd=ROOT)
-        portal = f"http://{topo.gateway.ip}:{PORTAL_PORT}"
-        assert wait_for(lambda: curl(topo, "gateway", f"{portal}/healthz")[0] == 0), \
-            (tmp_path / "serve.log").read_text()
-        with topo.http_server("upstream", 80, body=INTERNET_BODY):
-            run_story(topo, portal)
-    finally:
-        for log in logs:
-            log.close()
+def nft_set(topo, name):
+    """The text of set `name` of table inet callpass on the gateway ("" when it is missing)."""
+    return topo.run("gateway", "nft", "list", "set", "inet", "callpass", name).stdout
 
 
-def run_story(topo, portal):
+def allowed_macs(topo):
+    done = topo.run("gateway", str(SCRIPT), "list")
+    return {entry["mac"] for entry in json.loads(done.stdout)} if done.returncode == 0 else set()
+
+
+def is_captive(topo, guest):
+    """True when guest's web goes to the portal and its other traffic goes nowhere."""
+    code, headers = curl(topo, guest, "-D", "-", "-o", "/dev/null", f"http://{topo.upstream.ip}/")
+    return (code == 0 and " 302" in headers.splitlines()[0]
+            and curl(topo, guest, f"http://{topo.upstream.ip}:{SIM_PORT}/", timeout=2)[0] == 28)
+
+
+def get_online(topo, portal, guest, phone):
+    """guest posts phone (+ and digits), the simulator places the call; returns the state of
+    the verification."""
+    code, headers = curl(topo, guest, "-D", "-", "-o", "/dev/null",
+                         "--data-urlencode", f"phone={phone}", f"{portal}/")
+    assert code == 0 and " 303" in headers.splitlines()[0], headers
+    token = next(line for line in headers.splitlines()
+                 if line.lower().startswith("location:")).rsplit("/", 1)[-1].strip()
+    status = json.loads(curl(topo, guest, f"{portal}/api/verifications/{token}")[1])
+    assert status["state"] == "pending" and status["call_number"].startswith("+7")
+    code, answer = curl(topo, "upstream", "--data", "phone=" + phone.lstrip("+"),
+                        f"http://{topo.provider_ip}:{SIM_PORT}/sim/call", timeout=15)
+    assert code == 0 and json.loads(answer)["status"] == 200, answer
+    return json.loads(curl(topo, guest, f"{portal}/api/verifications/{token}")[1])["state"]
+
+
+def test_guest_gets_online_by_calling_on_a_real_gateway(topo, portal):
     internet = f"http://{topo.upstream.ip}/"
+    provider_api = f"http://{topo.provider_ip}:{SIM_PORT}/sim/state"
 
     # Both guests are captive: port 80 is answered by the portal, other ports are dropped.
     for guest in ("guest1", "guest2"):
         code, headers = curl(topo, guest, "-D", "-", "-o", "/dev/null", internet)
         assert code == 0 and " 302" in headers.splitlines()[0], headers
         assert f"Location: {portal}/" in headers
-        assert curl(topo, guest, f"http://{topo.upstream.ip}:{SIM_PORT}/sim/", timeout=2)[0] != 0
+        assert is_captive(topo, guest)
 
-    # Guest 1 asks for a number to call.
-    code, headers = curl(topo, "guest1", "-D", "-", "-o", "/dev/null",
-                         "--data-urlencode", "phone=+7 916 123-45-67", f"{portal}/")
-    assert code == 0 and " 303" in headers.splitlines()[0], headers
-    token = next(line for line in headers.splitlines()
-                 if line.lower().startswith("location:")).rsplit("/", 1)[-1].strip()
-    status = json.loads(curl(topo, "guest1", f"{portal}/api/verifications/{token}")[1])
-    assert status["state"] == "pending" and status["call_number"].startswith("+7")
+    # Guest 1 calls (callpass on the gateway asks the provider for the number: it reaches it).
+    assert get_online(topo, portal, "guest1", "+79161234567") == "confirmed"
 
-    # The guest calls; the simulator notifies the portal over the upstream link.
-    code, answer = curl(topo, "upstream", "--data", "phone=79161234567",
-                        f"http://{topo.upstream.ip}:{SIM_PORT}/sim/call", timeout=15)
-    assert code == 0 and json.loads(answer)["status"] == 200, answer
-    status = json.loads(curl(topo, "guest1", f"{portal}/api/verifications/{token}")[1])
-    assert status["state"] == "confirmed"
-
-    # Guest 1 is online; guest 2 is still captive.
+    # Guest 1 is online, but not to the provider's API: refused at once, not after a timeout.
     assert curl(topo, "guest1", internet) == (0, INTERNET_BODY)
-    assert curl(topo, "guest1", f"http://{topo.upstream.ip}:{SIM_PORT}/sim/state")[0] == 0
-    code, headers = curl(topo, "guest2", "-D", "-", "-o", "/dev/null", internet)
-    assert " 302" in headers.splitlines()[0]
-    assert curl(topo, "guest2", f"http://{topo.upstream.ip}:{SIM_PORT}/sim/", timeout=2)[0] != 0
+    started = time.monotonic()
+    assert curl(topo, "guest1", provider_api)[0] == 7  # curl: could not connect
+    assert time.monotonic() - started < 1
+    assert curl(topo, "gateway", provider_api)[0] == 0  # the gateway itself still can
+    assert is_captive(topo, "guest2")
 
     listed = json.loads(topo.run("gateway", str(SCRIPT), "list", check=True).stdout)
     entry = next(e for e in listed if e["mac"] == topo.guest1.mac)
@@ -114,4 +146,29 @@ def run_story(topo, portal):
     topo.run("gateway", str(SCRIPT), "revoke", topo.guest1.mac, check=True)
     code, body = curl(topo, "guest1", internet)
     assert code == 0 and body != INTERNET_BODY  # answered by the portal, not the internet
-    assert curl(topo, "guest1", f"http://{topo.upstream.ip}:{SIM_PORT}/sim/", timeout=2)[0] != 0
+    assert is_captive(topo, "guest1")
+
+
+def test_a_flushed_ruleset_is_put_back_within_15_seconds(topo, portal, tmp_path):
+    assert get_online(topo, portal, "guest1", "+79161234567") == "confirmed"
+    assert curl(topo, "guest1", f"http://{topo.upstream.ip}/") == (0, INTERNET_BODY)
+
+    # What restarting Debian's nftables service does: every table goes, callpass's too.
+    topo.run("gateway", "nft", "flush", "ruleset", check=True)
+    flushed = time.monotonic()
+
+    def is_back():
+        return (topo.run("gateway", str(SCRIPT), "check").returncode == 0
+                and topo.guest1.mac in allowed_macs(topo)
+                and topo.provider_ip in nft_set(topo, "provider4")
+                and GARDEN in nft_set(topo, "garden4"))
+
+    assert wait_for(is_back, seconds=15), (tmp_path / "serve.log").read_text()
+    assert time.monotonic() - flushed < 15
+    assert is_captive(topo, "guest2")  # the unverified guest is blocked again
+    assert curl(topo, "guest1", f"http://{topo.upstream.ip}/") == (0, INTERNET_BODY)
+
+    health = json.loads(curl(topo, "gateway", f"http://127.0.0.1:{PORTAL_PORT}/healthz")[1])
+    assert health["firewall"]["ok"] and health["firewall"]["recreated_at"]
+    log = (tmp_path / "serve.log").read_text()
+    assert "ERROR portal.firewall_sync: firewall: table inet callpass is missing" in log
