@@ -5,6 +5,7 @@ nftables version of the same story is in test_gateway.py)."""
 import logging
 
 import pytest
+from admin_support import admin  # noqa: F401  (fixture)
 from conftest import open_session
 
 from portal import provider_hosts, settings
@@ -111,3 +112,14 @@ def test_provider_addresses_refresh_when_due_or_when_the_hosts_change(monkeypatc
     assert addresses.update(other) is None
     now[0] += provider_hosts.RETRY_SECONDS
     assert addresses.update(other) == ["203.0.113.5"]
+
+
+def test_the_dashboard_says_when_the_table_was_recreated(app, firewall, worker, admin):  # noqa: F811
+    assert "firewall-recreated" not in admin.get("/admin/?lang=en").get_data(as_text=True)
+    firewall.down()
+    worker._check_due = 0.0
+    assert worker.attempt()
+    page = admin.get("/admin/?lang=en").get_data(as_text=True)
+    assert "firewall-recreated" in page
+    assert "The firewall table was missing and callpass recreated it at" in page
+    assert worker.status()["recreated_at"].strftime("%Y-%m-%d %H:%M:%S UTC") in page
