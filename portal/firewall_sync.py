@@ -154,7 +154,7 @@ class FirewallWorker:
         self.failing_since = None  # aware datetime of the first failure in a row
         self.recreated_at = None   # aware datetime of the last time the table had to be recreated
         self.provider_addresses = None  # the addresses no guest may reach; None: not known yet
-        self._provider_unsent = False
+        self._provider_sent = None      # what the firewall holds (another thread sets the above)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -182,11 +182,8 @@ class FirewallWorker:
 
         Raises ValueError for anything that is not a list of IP addresses.
         """
-        addresses = check_provider_addresses(addresses)
-        if addresses != self.provider_addresses:
-            self.provider_addresses = addresses
-            self._provider_unsent = True
-            self.wake()
+        self.provider_addresses = check_provider_addresses(addresses)
+        self.wake()
 
     def run_once(self):
         """One pass: the table check and the provider's addresses when due, the full comparison
@@ -194,9 +191,10 @@ class FirewallWorker:
         if time.monotonic() >= self._check_due:
             self.ensure_table()
             self._check_due = time.monotonic() + CHECK_SECONDS
-        if self._provider_unsent:
-            self.firewall.provider_set(self.provider_addresses)
-            self._provider_unsent = False
+        wanted = self.provider_addresses
+        if wanted is not None and wanted != self._provider_sent:
+            self.firewall.provider_set(wanted)
+            self._provider_sent = wanted
         if time.monotonic() >= self._full_sync_due:
             allowed, revoked = sync_all(self.engine, self.firewall)
             self._full_sync_due = time.monotonic() + FULL_SYNC_SECONDS
@@ -214,7 +212,7 @@ class FirewallWorker:
                   "recreating it")
         self.firewall.up(**self.table)
         self.recreated_at = utcnow()
-        self._provider_unsent = self.provider_addresses is not None
+        self._provider_sent = None  # the new table's provider sets are empty
         for failure in self.restore():
             log.error("firewall: walled garden: %s", failure)
         self._full_sync_due = 0.0  # the allowed guests, at once (run_once goes on with it)
