@@ -324,12 +324,14 @@ def test_no_guest_reaches_the_provider_but_the_gateway_does(topo, fw):
         assert web(topo, "guest1", f"http://{UPSTREAM}:8000/") == "upstream 8000"
 
 
-# Opens connections to host:port one at a time, keeping them open, and answers commands on stdin:
+# Opens connections to host:port (from the address argv[3], if given) one at a time, keeping them
+# open, and answers commands on stdin:
 # "open N" -> how many of N new connections were accepted (refused with a reset or not answered:
 # not accepted); "close N" -> closes N of the open ones.
 CONNECTIONS = """
 import socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
+source = (sys.argv[3], 0) if len(sys.argv) > 3 else None
 held = []
 print("ready")
 for line in sys.stdin:
@@ -343,7 +345,8 @@ for line in sys.stdin:
     accepted = 0
     for _ in range(int(count)):
         try:
-            held.append(socket.create_connection((host, port), timeout=2))
+            held.append(socket.create_connection((host, port), timeout=2,
+                                                 source_address=source))
             accepted += 1
         except OSError:
             pass
@@ -358,6 +361,14 @@ def test_one_guest_holds_at_most_32_portal_connections_others_still_connect(topo
             python(topo, "guest2", CONNECTIONS, gateway, str(PORTAL_PORT)) as guest2:
         assert ask(guest1, "open 32") == "32"
         assert ask(guest1, "open 1") == "0"  # the 33rd: reset
+        # Counted per MAC: another address of the same guest does not help it.
+        ok(topo.run("guest1", "ip", "addr", "add", "10.77.0.21/24", "dev", "eth0"))
+        try:
+            with python(topo, "guest1", CONNECTIONS, gateway, str(PORTAL_PORT),
+                        "10.77.0.21") as other:
+                assert ask(other, "open 1") == "0"
+        finally:
+            ok(topo.run("guest1", "ip", "addr", "del", "10.77.0.21/24", "dev", "eth0"))
         assert ask(guest2, "open 1") == "1"  # another guest is not affected
         assert web(topo, "guest2", f"http://{UPSTREAM}/") == "portal"
         # Web redirected to the portal counts too. (The reset leaves with the portal's address,
