@@ -172,13 +172,22 @@ from .admin_cli import admin_group  # noqa: E402  (commands of the admin issue l
 main.add_command(admin_group)
 
 
+# What one request may send, refused by waitress before callpass sees it (413 / 431). The
+# largest real body is the admin's logo upload (200 KB); a body up to this size stays in memory,
+# so a guest cannot make the gateway spool hundreds of megabytes to its flash before the 413.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_BODY_BYTES = 512 * 1024
+
+
 def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
     """Serve app with waitress, the production WSGI server (pure Python, runs on small routers).
 
     waitress reads each request whole in its event loop before a thread runs it, so threads are
     only held by callpass's own work. Forwarded headers are dropped unless they come from
     portal.trusted_proxy (a TLS proxy on the gateway); guests can never choose the address they
-    are identified by.
+    are identified by. Slow or oversized requests cost a guest its own connection only: waitress
+    reads requests in its event loop (a slow one holds no thread), caps their size, and the
+    firewall caps each guest's connections to the portal.
     """
     import waitress
 
@@ -189,7 +198,8 @@ def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
     waitress.serve(app, host=host, port=port, threads=threads, ident="callpass",
                    connection_limit=connection_limit, backlog=2048,
                    channel_timeout=60, cleanup_interval=15, asyncore_use_poll=True,
-                   clear_untrusted_proxy_headers=True, **proxy)
+                   max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
+                   inbuf_overflow=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True, **proxy)
 
 
 def start_background(app):

@@ -63,8 +63,9 @@ def checks(svc):
     """The full health report. The firewall's part is the worker's own state, as it is now."""
     database = database_status(svc)
     firewall = {"backend": svc.firewall.name, **svc.firewall_worker.status()}
-    if firewall["failing_since"] is not None:
-        firewall["failing_since"] = firewall["failing_since"].isoformat()
+    for moment in ("failing_since", "recreated_at"):
+        if firewall.get(moment) is not None:
+            firewall[moment] = firewall[moment].isoformat()
     return {"ok": database["ok"] and firewall["ok"], "database": database,
             "provider": provider_status(svc), "firewall": firewall}
 
