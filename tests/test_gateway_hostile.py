@@ -145,3 +145,14 @@ def test_slow_connections_from_one_guest_do_not_stop_the_others_or_the_provider(
                                        f"http://{topo.gateway_wan_ip}:{PORTAL_PORT}"
                                        f"/callback/smsc/{TOKEN}")
     assert code == 0 and seconds < 1, answer
+
+
+def test_a_device_on_the_wan_side_cannot_start_a_verification(gateway):
+    """The upstream host has a neighbour entry on the gateway too, on its uplink: not gateway.lan."""
+    topo = gateway
+    code, out = curl(topo, "upstream", "-D", "-", "-o", "/dev/null", "--data-urlencode",
+                     "phone=+79161234567", "-H", f"Host: {topo.gateway.ip}:{PORTAL_PORT}",
+                     f"http://{topo.gateway_wan_ip}:{PORTAL_PORT}/")
+    assert code == 0 and out.split()[1] == "403", out
+    neighbours = topo.run("gateway", "ip", "neigh", "show", "dev", topo.gateway_wan_iface).stdout
+    assert topo.upstream.ip in neighbours  # it does have an entry, on the uplink
