@@ -62,7 +62,7 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
         SESSION_COOKIE_SECURE=portal["public_url"].startswith("https://"),
     )
     engine = engine if engine is not None else storage.connect(portal["database"])
-    firewall = firewall if firewall is not None else firewall_module.from_config(config["gateway"])
+    firewall = firewall if firewall is not None else firewall_module.from_config(config, engine)
     online = sessions.OnlineCache(engine)
     from . import settings  # here, not at the top: settings needs this package loaded first
 

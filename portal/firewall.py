@@ -9,8 +9,14 @@ script raises FirewallError.
 Besides the guests' MACs the firewall holds the walled garden (`garden`) and the provider's API
 addresses that no guest may reach (`provider_set`); `is_complete` asks cheaply whether the table
 is still there (`nft flush ruleset` removes it, and with no table forwarding is open).
+
+Every gateway backend (this script, openNDS, a RADIUS router, a UniFi controller) is a `Backend`:
+the desired-state core (firewall_sync) gives it batches of allow/revoke changes and, where the
+backend can say who it lets through, compares that with the database. Adding a backend is one
+module with one `Backend` subclass, named in BACKENDS.
 """
 
+import importlib
 import ipaddress
 import json
 import math
@@ -112,7 +118,52 @@ def check_provider_addresses(addresses):
     return [str(address) for address in sorted(checked, key=lambda a: (a.version, a))]
 
 
-class ScriptFirewall:
+class Backend:
+    """What the desired-state core asks of a gateway backend. Only `apply` is required; the rest
+    have answers for a backend that lacks the capability (a router that asks callpass, say).
+
+    Every method raises FirewallError when the backend fails (the core retries with backoff) and
+    ValueError for arguments it refuses.
+    """
+
+    name = "backend"
+
+    @classmethod
+    def from_config(cls, config, engine):
+        """The backend for a loaded config (and the database, for backends that need it)."""
+        return cls()
+
+    def apply(self, changes) -> None:
+        """Apply ("allow", mac, seconds | None) and ("revoke", mac) changes, in one go if it can."""
+        raise NotImplementedError
+
+    def list(self) -> dict[str, int | None] | None:
+        """{mac: seconds left or None} the backend lets through, or None when it cannot tell (the
+        periodic comparison with the database is then skipped)."""
+        return None
+
+    def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
+        """Create what the backend needs on the gateway (recreating a missing table)."""
+
+    def is_complete(self) -> bool:
+        """Whether what `up` creates is all still there."""
+        return True
+
+    def garden(self, action: str, cidr: str) -> None:
+        """Add or delete a walled-garden entry (a router with its own walled garden: nothing)."""
+
+    def provider_set(self, addresses) -> None:
+        """Keep guests away from these addresses (the provider's API), where the backend can."""
+
+    def down(self) -> None:
+        """Remove what `up` created (uninstalling)."""
+
+    def is_healthy(self) -> bool:
+        """Whether the backend answers."""
+        return True
+
+
+class ScriptFirewall(Backend):
     """deploy/callpass-fw, run as a subprocess (one at a time).
 
     Each run gets its own session (process group), so a run that times out is killed together with
@@ -120,6 +171,11 @@ class ScriptFirewall:
     """
 
     name = "script"
+
+    @classmethod
+    def from_config(cls, config, engine=None):
+        gateway = config["gateway"]
+        return cls(gateway["script"], gateway.get("script_timeout_seconds", 10))
 
     def __init__(self, script: str, timeout_seconds: float = 10):
         self.script = str(script)
@@ -246,7 +302,7 @@ def _seconds_left(value):
     return value
 
 
-class NoopFirewall:
+class NoopFirewall(Backend):
     """Changes nothing on the machine; remembers allowed MACs and records every verb in `calls`.
 
     `calls` holds tuples such as ("up", lan, port, portal_ip), ("allow", mac, seconds),
@@ -350,11 +406,18 @@ class NoopFirewall:
             self.calls.append(call)
 
 
-def from_config(gateway: dict) -> ScriptFirewall | NoopFirewall:
-    """The backend named by config["gateway"]: "script" (with `script`) or "noop"."""
-    kind = gateway.get("firewall", "script")
-    if kind == "noop":
-        return NoopFirewall()
-    if kind == "script":
-        return ScriptFirewall(gateway["script"], gateway.get("script_timeout_seconds", 10))
-    raise ValueError(f"gateway.firewall must be script or noop, not {kind!r}")
+# gateway.firewall -> "module:class" of its backend (imported only when chosen).
+BACKENDS = {
+    "script": "portal.firewall:ScriptFirewall",
+    "noop": "portal.firewall:NoopFirewall",
+}
+
+
+def from_config(config: dict, engine=None) -> Backend:
+    """The backend named by config["gateway"]["firewall"]."""
+    kind = config["gateway"].get("firewall", "script")
+    if kind not in BACKENDS:
+        raise ValueError(f"gateway.firewall must be one of {', '.join(BACKENDS)}, not {kind!r}")
+    module_name, _, class_name = BACKENDS[kind].partition(":")
+    backend = getattr(importlib.import_module(module_name), class_name)
+    return backend.from_config(config, engine)

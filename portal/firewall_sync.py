@@ -114,6 +114,10 @@ def sync_all(engine, firewall, batch=BATCH):
                                    access_session.c.ends_at > now)).all()
     wanted = seconds_wanted(live)
     present = firewall.list()  # mac -> seconds left, None for no timeout
+    if present is None:  # a backend that cannot say who it lets through: nothing to compare
+        with storage.begin(engine) as conn:
+            _mark_online(conn, [row.id for row in live if row.firewall_at is None])
+        return 0, 0
 
     def is_off(mac, seconds):
         return mac not in present or present[mac] is None or \

@@ -385,10 +385,17 @@ def test_noop_firewall_rejects_what_the_script_would():
 
 
 def test_from_config():
-    script = from_config({"firewall": "script", "script": "/usr/local/sbin/callpass-fw",
-                          "script_timeout_seconds": 3})
+    script = from_config({"gateway": {"firewall": "script", "script": "/usr/local/sbin/callpass-fw",
+                                      "script_timeout_seconds": 3}})
     assert isinstance(script, ScriptFirewall) and script.name == "script"
     assert script.script == "/usr/local/sbin/callpass-fw" and script.timeout_seconds == 3
-    assert isinstance(from_config({"firewall": "noop"}), NoopFirewall)
+    assert isinstance(from_config({"gateway": {"firewall": "noop"}}), NoopFirewall)
     with pytest.raises(ValueError):
-        from_config({"firewall": "iptables", "script": "x"})
+        from_config({"gateway": {"firewall": "iptables", "script": "x"}})
+
+
+def test_every_backend_the_config_accepts_exists():
+    from portal.config import FIREWALLS
+    from portal.firewall import BACKENDS
+
+    assert set(FIREWALLS) == set(BACKENDS)
