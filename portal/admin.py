@@ -8,6 +8,7 @@ never asked for a token.
 
 import math
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, urlsplit
 
@@ -32,6 +33,7 @@ from .storage import verification as verification_table
 # the gateway's address (an ssh tunnel), where other paths are redirected to the guest portal.
 bp = Blueprint("admin", __name__, url_prefix="/admin", static_folder=str(asset_folder("static")))
 csrf = CSRFProtect()
+DISCONNECT_WAIT_SECONDS = 3  # how long "end session" waits for a RADIUS router's answer
 
 PAGE_SIZE = 100
 SETTINGS_MAX_BYTES = 1024 * 1024  # the settings form with a logo; the logo itself is capped lower
@@ -470,10 +472,32 @@ def end_session(session_id):
     row = open_session(session_id)
     if sessions.end_session(svc.engine, session_id, "admin"):
         svc.firewall_worker.wake()
-    flash(_("Session of %(mac)s (%(phone)s) ended; the device is offline.",
-            mac=row.mac, phone=row.phone), "ok")
     note(audit.SESSION_END, f"session {session_id}, {row.mac}, {row.phone}")
+    if svc.firewall.name == "radius":
+        flash_disconnect(svc, session_id, row)
+    else:
+        flash(_("Session of %(mac)s (%(phone)s) ended; the device is offline.",
+                mac=row.mac, phone=row.phone), "ok")
     return back_to_sessions()
+
+
+def flash_disconnect(svc, session_id, row):
+    """A RADIUS router is told by a Disconnect-Message: wait a little for its answer and say it."""
+    deadline = time.monotonic() + DISCONNECT_WAIT_SECONDS
+    result = None
+    while result is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with svc.engine.connect() as conn:
+            result = conn.execute(select(access_session.c.disconnect_result)
+                                  .where(access_session.c.id == session_id)).scalar()
+    if result == "disconnected by the router":
+        flash(_("Session of %(mac)s (%(phone)s) ended; the router disconnected the device.",
+                mac=row.mac, phone=row.phone), "ok")
+    else:
+        flash(_("Session of %(mac)s (%(phone)s) ended, but the router did not confirm the "
+                "disconnect (%(result)s). The device stays online until its router asks again "
+                "(at most its Session-Timeout); callpass will refuse it then.",
+                mac=row.mac, phone=row.phone, result=result or _("no answer yet")), "error")
 
 
 @bp.post("/sessions/<int:session_id>/extend")

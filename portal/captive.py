@@ -78,7 +78,7 @@ PROBE_AGENTS = (
 # Paths answered for whatever Host: the provider's notification may arrive under any name, health
 # checks and the admin pages are often reached by the gateway's address, and the API is asked for
 # by the name DHCP option 114 gave.
-ANY_HOST_PATHS = ("/callback/", "/healthz", "/admin", "/api/captive")
+ANY_HOST_PATHS = ("/callback/", "/radius/", "/healthz", "/admin", "/api/captive")
 
 MAX_CONTINUE = 500
 

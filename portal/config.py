@@ -66,6 +66,15 @@ DEFAULTS = {
         "script_timeout_seconds": 10,
         "garden": [],
     },
+    # A router that asks callpass through FreeRADIUS (MikroTik, UniFi, CoovaChilli, pfSense).
+    "radius": {
+        "token": "",
+        "clients": ["127.0.0.1/32", "::1/128"],
+        "secret": "",
+        "coa_port": 3799,
+        "idle_timeout_seconds": 0,
+        "rate_limit": "",
+    },
     "admin": {
         "allow_from": ["127.0.0.0/8", "::1/128"],
         "retention_days": 183,
@@ -76,7 +85,7 @@ DEFAULTS = {
 SIGNATURES = ("none", "md5", "sha1")
 LANGUAGES = ("ru", "uk", "en")
 MAX_SESSION_MINUTES = 31 * 24 * 60  # the firewall script's longest kernel timeout
-FIREWALLS = ("script", "noop")
+FIREWALLS = ("script", "noop", "radius")
 INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (as callpass-fw checks)
 
 
@@ -185,6 +194,27 @@ def coerce_text(text, default):
     return text
 
 
+RATE = re.compile(r"\d+[kM]?(/\d+[kM]?)?")  # MikroTik's rx/tx form, e.g. "2M/4M" or "512k"
+
+
+def radius_problems(radius, required):
+    """What is wrong with [radius]; the token must be set when the RADIUS backend is chosen."""
+    found = []
+    token = radius["token"]
+    if (required or token) and (len(token) < 16 or not token.replace("-", "").replace("_", "").isalnum()):
+        found.append("radius.token must be a random value of at least 16 letters, digits, - or _")
+    for network in radius["clients"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            found.append(f"radius.clients: {network!r} is not an address or network")
+    if not 1 <= radius["coa_port"] <= 65535:
+        found.append("radius.coa_port must be a port number (RFC 5176: 3799)")
+    if radius["rate_limit"] and not RATE.fullmatch(radius["rate_limit"]):
+        found.append("radius.rate_limit must look like \"2M/4M\" (upload/download) or be empty")
+    return found
+
+
 def problems(config, demo=False):
     """Everything wrong with a loaded config, as messages naming the key. Empty when usable."""
     found = []
@@ -234,6 +264,7 @@ def problems(config, demo=False):
         found.append("gateway.lan must be the name of the guests' interface or bridge, e.g. br-lan")
     if gateway["firewall"] not in FIREWALLS:
         found.append(f"gateway.firewall must be one of {', '.join(FIREWALLS)}")
+    found += radius_problems(config["radius"], gateway["firewall"] == "radius" and not demo)
     if not provider["base_url"].startswith(("http://", "https://")):
         found.append("provider.base_url must start with http:// or https://")
     if not 1 <= provider["timeout_seconds"] <= 60:

@@ -410,6 +410,7 @@ class NoopFirewall(Backend):
 BACKENDS = {
     "script": "portal.firewall:ScriptFirewall",
     "noop": "portal.firewall:NoopFirewall",
+    "radius": "portal.radius:RadiusBackend",
 }
 
 

@@ -13,12 +13,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from sqlalchemy import delete, func, select
 
 from . import audit, storage
-from .storage import access_session, notification, utcnow, verification
+from .storage import access_session, nas_session, notification, utcnow, verification
 
 EXPORT_BATCH = 500  # rows per batch: memory use follows this, not the size of the log
 # Column titles of the export: stable (scripts read them) and in English; times are UTC.
 CSV_HEADER = ("phone", "mac", "ip", "verified_by", "verified_at (UTC)", "session_start (UTC)",
-              "session_end (UTC)", "end_reason")
+              "session_end (UTC)", "end_reason", "bytes_in", "bytes_out")
 OPEN = "open"  # end_reason shown for a session that is still running
 BY_CALL, BY_MEMORY = "call", "remembered device"  # how the phone was verified for a session
 
@@ -31,9 +31,17 @@ def start_of(day):
 def _select(date_from=None, date_to=None):
     """The log's columns for sessions started on date_from … date_to (UTC days, both included)."""
     s, v = access_session, verification
+    # The volume a RADIUS router reported (bytes from / to the device), summed over its sessions;
+    # empty where no router reports it (the nftables gateway counts nothing).
+    volume = (select(nas_session.c.access_session_id,
+                     func.sum(nas_session.c.bytes_in).label("bytes_in"),
+                     func.sum(nas_session.c.bytes_out).label("bytes_out"))
+              .group_by(nas_session.c.access_session_id).subquery())
     query = (select(s.c.id, s.c.phone, s.c.mac, s.c.ip, v.c.confirmed_at.label("verified_at"),
-                    v.c.call_number, s.c.started_at, s.c.ends_at, s.c.ended_at, s.c.end_reason)
-             .select_from(s.outerjoin(v, v.c.id == s.c.verification_id)))
+                    v.c.call_number, s.c.started_at, s.c.ends_at, s.c.ended_at, s.c.end_reason,
+                    volume.c.bytes_in, volume.c.bytes_out)
+             .select_from(s.outerjoin(v, v.c.id == s.c.verification_id)
+                          .outerjoin(volume, volume.c.access_session_id == s.c.id)))
     if date_from is not None:
         query = query.where(s.c.started_at >= start_of(date_from))
     if date_to is not None:
@@ -76,9 +84,14 @@ def csv_chunks(engine, date_from=None, date_to=None, delimiter=",", batch=EXPORT
             out.truncate()
             writer.writerows(
                 (row.phone, row.mac, row.ip, verified_by(row), csv_time(row.verified_at),
-                 csv_time(row.started_at), csv_time(row.ended_at), end_reason(row))
+                 csv_time(row.started_at), csv_time(row.ended_at), end_reason(row),
+                 _count(row.bytes_in), _count(row.bytes_out))
                 for row in rows)
             yield out.getvalue()
+
+
+def _count(value):
+    return "" if value is None else int(value)
 
 
 def verified_by(row):
@@ -108,9 +121,11 @@ def purge(engine, retention_days, now=None):
     """
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     s, v, n = access_session, verification, notification
+    old_sessions = (s.c.ended_at.is_not(None), s.c.ended_at < cutoff)
     with storage.begin(engine) as conn:
-        sessions = conn.execute(delete(s).where(s.c.ended_at.is_not(None),
-                                                s.c.ended_at < cutoff)).rowcount
+        conn.execute(delete(nas_session).where(
+            nas_session.c.access_session_id.in_(select(s.c.id).where(*old_sessions))))
+        sessions = conn.execute(delete(s).where(*old_sessions)).rowcount
         still_used = select(s.c.verification_id).where(s.c.verification_id.is_not(None))
         verifications = conn.execute(delete(v).where(v.c.created_at < cutoff,
                                                      v.c.id.not_in(still_used))).rowcount

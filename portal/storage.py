@@ -9,11 +9,11 @@ import threading
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
-from sqlalchemy import (Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
+from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
                         String, Table, Text, create_engine, event, inspect, select, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator):
@@ -73,6 +73,8 @@ access_session = Table(
     # When the firewall first confirmed it let the MAC through; until then the guest is shown
     # "connecting", never "online".
     Column("firewall_at", UTCDateTime),
+    # The outcome of the last RADIUS Disconnect-Message sent for this session (radius backend).
+    Column("disconnect_result", String(200)),
     Index("ix_access_session_mac", "mac"),
     Index("ix_access_session_phone", "phone"),  # the per-phone device limit, on every call
     Index("ix_access_session_verification", "verification_id"),
@@ -96,6 +98,27 @@ notification = Table(
     Index("uq_notification_call", "phone", "ts", unique=True,
           sqlite_where=text("verdict IN ('accepted', 'unmatched')"),
           postgresql_where=text("verdict IN ('accepted', 'unmatched')")),
+)
+
+# What a RADIUS router reported in its accounting for an access session: one row per router
+# session (Acct-Session-Id), as a device may join, leave and join again within one access
+# session. The law asks for the volume of service; the newest row says where to send a
+# Disconnect-Message.
+nas_session = Table(
+    "nas_session", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("access_session_id", Integer, ForeignKey("access_session.id"), nullable=False),
+    Column("nas_ip", String(45), nullable=False),          # NAS-IP-Address, else the source
+    Column("nas_identifier", String(64), nullable=False),  # NAS-Identifier ("" when absent)
+    Column("nas_session_id", String(64), nullable=False),  # Acct-Session-Id
+    Column("user_name", String(64), nullable=False),       # User-Name as the router sent it
+    Column("bytes_in", BigInteger, nullable=False),        # from the device (with Gigawords)
+    Column("bytes_out", BigInteger, nullable=False),       # to the device
+    Column("seconds", Integer, nullable=False),            # Acct-Session-Time
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+    Index("uq_nas_session", "access_session_id", "nas_ip", "nas_session_id", unique=True),
 )
 
 # What the firewall has yet to be told: one row per change of a MAC's sessions, written in the
@@ -214,6 +237,7 @@ def upgrade(engine):
             if row.version < 2:
                 _upgrade_to_2(conn)
             _upgrade_to_3(conn)
+            _add_missing_columns(conn, access_session, ("disconnect_result",))  # version 4
             conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
 
 
@@ -238,10 +262,15 @@ def _upgrade_to_3(conn):
     A database from before admin accounts existed got admin_user from create_all just now,
     columns included, so only the missing ones are added.
     """
-    present = {column["name"] for column in inspect(conn).get_columns("admin_user")}
-    for name in ("session_epoch", "failed_logins", "last_failed_at"):
+    _add_missing_columns(conn, admin_user, ("session_epoch", "failed_logins", "last_failed_at"))
+
+
+def _add_missing_columns(conn, table, names):
+    """ALTER TABLE … ADD COLUMN for each of names the table lacks (typed for conn's database)."""
+    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    for name in names:
         if name not in present:
-            column = admin_user.c[name]
+            column = table.c[name]
             kind = column.type.compile(dialect=conn.dialect)
             default = " NOT NULL DEFAULT 0" if column.server_default is not None else ""
-            conn.execute(text(f"ALTER TABLE admin_user ADD COLUMN {name} {kind}{default}"))
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{default}"))

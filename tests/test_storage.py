@@ -57,7 +57,7 @@ def test_a_version_1_database_is_upgraded_without_losing_anything(tmp_path):
     storage.upgrade(engine)  # and again: a second start changes nothing
 
     with engine.connect() as conn:
-        assert conn.execute(select(storage.schema_info.c.version)).scalar() == 3
+        assert conn.execute(select(storage.schema_info.c.version)).scalar() == storage.SCHEMA_VERSION
         verdicts = conn.execute(select(storage.notification.c.verdict)
                                 .order_by(storage.notification.c.id)).scalars().all()
     assert verdicts == ["accepted", "replay", "rejected"]
@@ -88,7 +88,7 @@ def test_a_version_2_database_keeps_its_admins(tmp_path):
     storage.upgrade(engine)
 
     with engine.connect() as conn:
-        assert conn.execute(select(storage.schema_info.c.version)).scalar() == 3
+        assert conn.execute(select(storage.schema_info.c.version)).scalar() == storage.SCHEMA_VERSION
     row = auth.authenticate(engine, "anna", "a long enough secret")
     assert (row.name, row.session_epoch, row.failed_logins, row.last_failed_at) == (
         "anna", 0, 0, None)
