@@ -75,6 +75,15 @@ DEFAULTS = {
         "idle_timeout_seconds": 0,
         "rate_limit": "",
     },
+    # A UniFi Network controller that lets guests through (authorize-guest).
+    "unifi": {
+        "url": "",
+        "username": "",
+        "password": "",
+        "site": "default",
+        "verify_tls": True,
+        "ca_file": "",
+    },
     "admin": {
         "allow_from": ["127.0.0.0/8", "::1/128"],
         "retention_days": 183,
@@ -85,7 +94,7 @@ DEFAULTS = {
 SIGNATURES = ("none", "md5", "sha1")
 LANGUAGES = ("ru", "uk", "en")
 MAX_SESSION_MINUTES = 31 * 24 * 60  # the firewall script's longest kernel timeout
-FIREWALLS = ("script", "noop", "radius")
+FIREWALLS = ("script", "noop", "radius", "unifi")
 INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (as callpass-fw checks)
 
 
@@ -265,6 +274,13 @@ def problems(config, demo=False):
     if gateway["firewall"] not in FIREWALLS:
         found.append(f"gateway.firewall must be one of {', '.join(FIREWALLS)}")
     found += radius_problems(config["radius"], gateway["firewall"] == "radius" and not demo)
+    if gateway["firewall"] == "unifi":
+        unifi = config["unifi"]
+        if not unifi["url"].startswith(("http://", "https://")):
+            found.append("unifi.url must be the controller's address, e.g. https://192.168.1.2:8443")
+        if not (unifi["username"] and unifi["password"]):
+            found.append("unifi.username and unifi.password must be set (a local controller "
+                         "account with the Hotspot operator role or more)")
     if not provider["base_url"].startswith(("http://", "https://")):
         found.append("provider.base_url must start with http:// or https://")
     if not 1 <= provider["timeout_seconds"] <= 60:
