@@ -8,6 +8,7 @@ import copy
 import ipaddress
 import os
 import re
+import shlex
 import tomllib
 
 import phonenumbers
@@ -75,6 +76,11 @@ DEFAULTS = {
         "idle_timeout_seconds": 0,
         "rate_limit": "",
     },
+    # openNDS on the gateway: callpass is its FAS and drives it with ndsctl.
+    "opennds": {
+        "faskey": "",
+        "ndsctl": "ndsctl",
+    },
     # A UniFi Network controller that lets guests through (authorize-guest).
     "unifi": {
         "url": "",
@@ -94,7 +100,7 @@ DEFAULTS = {
 SIGNATURES = ("none", "md5", "sha1")
 LANGUAGES = ("ru", "uk", "en")
 MAX_SESSION_MINUTES = 31 * 24 * 60  # the firewall script's longest kernel timeout
-FIREWALLS = ("script", "noop", "radius", "unifi")
+FIREWALLS = ("script", "noop", "radius", "opennds", "unifi")
 INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (as callpass-fw checks)
 
 
@@ -224,6 +230,21 @@ def radius_problems(radius, required):
     return found
 
 
+def opennds_problems(opennds, required):
+    """What is wrong with [opennds]; the faskey must be set when the openNDS backend is chosen."""
+    found = []
+    faskey = opennds["faskey"]
+    if (required or faskey) and (len(faskey) < 16 or not faskey.isalnum()):
+        found.append("opennds.faskey must be a random value of at least 16 letters and digits "
+                     "(openNDS's faskey, the same on both sides)")
+    try:
+        if not shlex.split(opennds["ndsctl"]):
+            found.append("opennds.ndsctl must name the ndsctl command")
+    except ValueError:
+        found.append("opennds.ndsctl has an unbalanced quote")
+    return found
+
+
 def problems(config, demo=False):
     """Everything wrong with a loaded config, as messages naming the key. Empty when usable."""
     found = []
@@ -281,6 +302,7 @@ def problems(config, demo=False):
         if not (unifi["username"] and unifi["password"]):
             found.append("unifi.username and unifi.password must be set (a local controller "
                          "account with the Hotspot operator role or more)")
+    found += opennds_problems(config["opennds"], gateway["firewall"] == "opennds" and not demo)
     if not provider["base_url"].startswith(("http://", "https://")):
         found.append("provider.base_url must start with http:// or https://")
     if not 1 <= provider["timeout_seconds"] <= 60:

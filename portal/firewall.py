@@ -411,6 +411,7 @@ BACKENDS = {
     "script": "portal.firewall:ScriptFirewall",
     "noop": "portal.firewall:NoopFirewall",
     "radius": "portal.radius:RadiusBackend",
+    "opennds": "portal.opennds:NdsctlFirewall",
     "unifi": "portal.unifi:UniFiBackend",
 }
 

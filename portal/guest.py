@@ -10,7 +10,7 @@ from flask import (Blueprint, Response, abort, g, jsonify, redirect, render_temp
 from flask_babel import gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import captive, phone, services, sessions, settings, verification
+from . import captive, opennds, phone, services, sessions, settings, verification
 from .config import DEFAULTS
 from .extensions import limiter, portal_setting
 from .provider import ProviderRejected, ProviderUnavailable
@@ -139,9 +139,10 @@ def going_to():
     return captive.continue_url(request.values.get("continue", ""))
 
 
-def online_page(session):
+def online_page(session, continue_url=""):
     """The 'you are online' page for a device with an open session."""
-    return render_template("online.html", session=session, continue_url=going_to(),
+    return render_template("online.html", session=session,
+                           continue_url=continue_url or going_to(),
                            minutes_left=max(1, sessions.seconds_until(session.ends_at) // 60))
 
 
@@ -154,10 +155,13 @@ def form_page(typed="", errors=None, status=200, headers=None):
 
 @bp.get("/")
 def index():
-    """The phone form, or the 'you are online' page for a device that already has a session."""
+    """The phone form, or the 'you are online' page for a device that already has a session.
+
+    Also openNDS's FAS entry point (`?fas=`, see `opennds`)."""
+    opennds.note_arrival()
     session = captive.online_session()
     if session is not None:
-        return online_page(session)
+        return online_page(session, opennds.origin_after_auth())
     return form_page()
 
 
@@ -286,7 +290,9 @@ def wait(token):
                            seconds_left=verification.seconds_left(row),
                            is_remembered=verification.is_remembered(row),
                            continue_url=going_to(), is_demo=services().is_demo,
-                           needs_terms=settings.current()["venue"]["require_terms"])
+                           needs_terms=settings.current()["venue"]["require_terms"],
+                           opennds_next=opennds.next_url(row) if access_of(row) == "online"
+                           else None)
 
 
 @bp.get("/api/verifications/<token>")
