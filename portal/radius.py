@@ -22,7 +22,7 @@ import logging
 import re
 from pathlib import Path
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 from sqlalchemy import select
 
 from . import auth, services, sessions, storage
@@ -84,17 +84,18 @@ def bits_per_second(rate):
 # --- The API FreeRADIUS calls -------------------------------------------------------------------
 
 def radius_body(token):
-    """The request's JSON attributes, after checking who is asking (404 for anyone else, so the
-    API does not show itself to guests)."""
+    """The request's JSON attributes, after checking who is asking: an empty 404 for anyone
+    else (the API does not show itself to guests, and FreeRADIUS logs no page)."""
     cfg = services().config["radius"]
     if not cfg["token"] or not hmac.compare_digest(token.encode(), cfg["token"].encode()):
-        abort(404)
+        abort(Response(status=404))
     if not auth.is_allowed_address(request.remote_addr, cfg["clients"]):
         log.warning("radius: refused a request from %s (not in radius.clients)", request.remote_addr)
-        abort(404)
+        abort(Response(status=404))
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        abort(400)
+        abort(Response("the body must be rlm_rest's JSON object\n", status=400,
+                       content_type="text/plain"))
     return body
 
 
