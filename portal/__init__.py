@@ -86,13 +86,14 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     )
     limiter.init_app(app)
 
-    from . import admin, callback, captive, errors, guest, health, i18n, radius
+    from . import admin, callback, captive, errors, guest, health, i18n, radius, routers
     i18n.init_app(app)
     app.register_blueprint(captive.bp)
     app.wsgi_app = captive.CaptiveGate(app)
     app.register_blueprint(guest.bp)
     app.register_blueprint(callback.bp)
     app.register_blueprint(radius.bp)
+    app.register_blueprint(routers.bp)
     app.register_blueprint(health.bp)
     admin.init_app(app)
     errors.register(app)

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from flask import Blueprint, g, jsonify, request
 
-from . import neighbours, services, sessions
+from . import neighbours, routers, services, sessions
 
 bp = Blueprint("captive", __name__)
 
@@ -78,7 +78,8 @@ PROBE_AGENTS = (
 # Paths answered for whatever Host: the provider's notification may arrive under any name, health
 # checks and the admin pages are often reached by the gateway's address, and the API is asked for
 # by the name DHCP option 114 gave.
-ANY_HOST_PATHS = ("/callback/", "/radius/", "/healthz", "/admin", "/api/captive")
+ANY_HOST_PATHS = ("/callback/", "/radius/", "/healthz", "/admin", "/api/captive", "/mikrotik",
+                  "/guest/s/")
 
 MAX_CONTINUE = 500
 
@@ -126,10 +127,11 @@ def identify(svc, ip):
 
 
 def device_identity():
-    """(ip, mac) of the requesting device: the socket's address and the neighbour table, looked
-    up once per request."""
+    """(ip, mac) of the requesting device, looked up once per request: what its router said
+    where the router keeps the guests (routers.identity), else the socket's address and the
+    neighbour table."""
     if "callpass_device" not in g:
-        g.callpass_device = identify(services(), request.remote_addr or "")
+        g.callpass_device = routers.identity() or identify(services(), request.remote_addr or "")
     return g.callpass_device
 
 

@@ -3,6 +3,7 @@ venue's page and logo."""
 
 import logging
 import math
+from urllib.parse import urlsplit
 
 import requests
 from flask import (Blueprint, Response, abort, g, jsonify, redirect, render_template, request,
@@ -10,7 +11,7 @@ from flask import (Blueprint, Response, abort, g, jsonify, redirect, render_temp
 from flask_babel import gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import captive, opennds, phone, services, sessions, settings, verification
+from . import captive, opennds, phone, routers, services, sessions, settings, verification
 from .config import DEFAULTS
 from .extensions import limiter, portal_setting
 from .provider import ProviderRejected, ProviderUnavailable
@@ -101,7 +102,11 @@ def guest_headers(response):
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers["Referrer-Policy"] = "no-referrer"
     if response.mimetype == "text/html":
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        policy = CONTENT_SECURITY_POLICY
+        if g.get("callpass_form_target"):  # the wait page's login form to the guest's router
+            policy = policy.replace("form-action 'self'",
+                                    f"form-action 'self' {g.callpass_form_target}")
+        response.headers["Content-Security-Policy"] = policy
     return response
 
 
@@ -135,8 +140,9 @@ def phone_key():
 
 
 def going_to():
-    """Where the guest was going before the portal caught them, when it is safe to link to."""
-    return captive.continue_url(request.values.get("continue", ""))
+    """Where the guest was going before the portal caught them, when it is safe to link to (as
+    the captive redirect kept it, or as the guest's router said)."""
+    return captive.continue_url(request.values.get("continue", "") or routers.continue_url())
 
 
 def online_page(session, continue_url=""):
@@ -284,7 +290,14 @@ def wait(token):
     row = verification.find(services().engine, token)
     if row is None:
         abort(404)
-    return render_template("wait.html", v=row, stage=stage_of(row),
+    stage = stage_of(row)
+    router_login = None
+    if stage == "online":
+        router_login = routers.router_login(verification.session_of(services().engine, row))
+    if router_login:
+        parts = urlsplit(router_login["action"])
+        g.callpass_form_target = f"{parts.scheme}://{parts.netloc}"
+    return render_template("wait.html", v=row, stage=stage, router_login=router_login,
                            call_number=phone.for_dialling(row.call_number),
                            caller=phone.for_dialling(row.phone),
                            seconds_left=verification.seconds_left(row),

@@ -3,6 +3,9 @@
 // Without JavaScript the page refreshes itself (<noscript> meta refresh) and the copy button stays hidden.
 (function () {
   "use strict";
+  // Online behind a MikroTik hotspot: log this device in at its router (the form is the page's).
+  var routerLogin = document.getElementById("router-login");
+  if (routerLogin) { routerLogin.submit(); return; }
   var box = document.getElementById("status");
   if (!box) return;
   var pollUrl = box.getAttribute("data-poll");
