@@ -207,3 +207,11 @@ def test_a_device_no_router_reported_is_ended_without_a_disconnect(app, admin):
     session_id = open_session(app)
     page = end_from_admin(app, admin, session_id)
     assert "no router has reported this device" in page
+
+
+def test_the_log_page_shows_the_traffic_a_router_reported(app, admin):
+    open_session(app)
+    ask(app, "accounting", accounting("Interim-Update", in_octets=3_000_000, out_octets=7_000_000))
+    page = admin.get("/admin/log").get_data(as_text=True)
+    assert "Traffic (from / to the device)" in page
+    assert "3.0 MB / 7.0 MB" in page
