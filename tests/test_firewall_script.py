@@ -260,6 +260,33 @@ def test_garden_accepts_ipv4_and_ipv6(topo, fw, cidr):
     assert "elements = {" not in listing
 
 
+def garden(topo):
+    """The walled garden's entries as nft prints them (e.g. "192.0.2.0/24", "2001:db8::1")."""
+    entries = []
+    for name in ("garden4", "garden6"):
+        listing = ok(topo.run("gateway", "nft", "-j", "list", "set", "inet", "callpass", name))
+        [found] = [item["set"] for item in json.loads(listing.stdout)["nftables"] if "set" in item]
+        for element in found.get("elem", []):
+            prefix = element.get("prefix") if isinstance(element, dict) else None
+            entries.append(f"{prefix['addr']}/{prefix['len']}" if prefix else element)
+    return sorted(entries)
+
+
+@pytest.mark.netns
+def test_garden_del_takes_out_only_that_entry(topo, fw):
+    for cidr in ("192.0.2.0/24", "198.51.100.7", "2001:db8::/32"):
+        ok(fw("garden", "add", cidr))
+    ok(fw("garden", "del", "198.51.100.7"))
+    assert garden(topo) == ["192.0.2.0/24", "2001:db8::/32"]
+    ok(fw("garden", "del", "198.51.100.7"))  # absent now: fine, the rest stays
+    ok(fw("garden", "del", "2001:db9::/32"))
+    assert garden(topo) == ["192.0.2.0/24", "2001:db8::/32"]
+    # Part of an entry is not an entry: refused with nft's message, and the entry stays.
+    done = fw("garden", "del", "192.0.2.128/25")
+    assert done.returncode == 1 and "nft failed" in done.stderr
+    assert garden(topo) == ["192.0.2.0/24", "2001:db8::/32"]
+
+
 @pytest.mark.netns
 def test_up_again_is_idempotent_and_keeps_allowed_macs_and_garden(topo, fw):
     ok(fw("allow", topo.guest1.mac))
@@ -764,6 +791,20 @@ def test_an_allow_that_create_refuses_replaces_the_time_in_one_transaction(fake_
         elements("add", mac, "02:cc:00:00:00:31"), elements("delete", mac, "02:cc:00:00:00:31"),
         elements("add", f"{mac} timeout 60s", "02:cc:00:00:00:31"),
     ])
+
+
+def test_garden_del_and_down_are_one_add_then_delete_transaction(fake_nft):
+    """Whether or not the entry or the table is there, nothing depends on nft's wording."""
+    ok(fake_nft("garden", "del", "2001:db8::/32"))
+    ok(fake_nft("down"))
+    assert fake_nft.log.read_text().splitlines() == ["-f -"] * 2
+    assert fake_nft.input.read_text() == (
+        "add element inet callpass garden6 { 2001:db8::/32 }\n"
+        "delete element inet callpass garden6 { 2001:db8::/32 }\n"
+        "add table inet callpass\ndelete table inet callpass\n")
+    done = fake_nft("down", FAKE_NFT_FAIL="Operation not permitted")
+    assert done.returncode == 1
+    assert "Operation not permitted" in done.stderr and "nft failed" in done.stderr
 
 
 def elements(command, *members):
