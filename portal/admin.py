@@ -25,7 +25,7 @@ from .extensions import limiter
 from .firewall import normalise_mac
 from .health import provider_status
 from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
-from .settings import N_
+from .catalog import N_
 from .storage import access_session, notification, utcnow
 from .storage import verification as verification_table
 
@@ -39,16 +39,6 @@ PAGE_SIZE = 100
 SETTINGS_MAX_BYTES = 1024 * 1024  # the settings form with a logo; the logo itself is capped lower
 EXTEND_CHOICES = (30, 60, 240, 1440)
 
-# provider.DESCRIPTIONS, listed here so that the admin catalog carries their translations.
-PROVIDER_WORDS = (
-    N_("the provider rejected the request parameters (is the phone number complete?)"),
-    N_("wrong login or password, or this server's IP is not on the account's allow-list"),
-    N_("the provider account has run out of money"),
-    N_("the provider has blocked this server's IP address for about 30 minutes "
-       "(too many wrong logins or repeated requests); fix the credentials and wait"),
-    N_("too many identical requests to the provider within a minute; "
-       "wait a minute and try again"),
-)
 END_REASONS = {
     "expired": N_("time ran out"),
     "revoked": N_("revoked"),
@@ -264,23 +254,14 @@ def handler_url(config):
     return url
 
 
-def stored_error(text):
-    """A stored provider failure as the error it was: "provider error 2: …" becomes
-    ProviderRejected(2, "…"), any other reason ProviderUnavailable."""
-    match = re.fullmatch(r"provider error (\d+): (.*)", text or "", re.S)
-    return ProviderRejected(int(match[1]), match[2]) if match else ProviderUnavailable(text)
-
-
-def explain_failure(text):
-    """A stored provider failure ("provider error 2: …" or a reason) in words."""
-    words = describe(stored_error(text))
+def explain_failure(code, text):
+    """A provider failure in words, in the admin's language: by the provider's error code when
+    it answered one, else the reason it could not be reached."""
+    if code is not None:
+        words = describe(ProviderRejected(code, text or ""))
+    else:
+        words = describe(ProviderUnavailable(text or ""))
     return _(words) if words in DESCRIPTIONS.values() else words
-
-
-def is_ip_blocked(text):
-    """Whether a stored provider failure says the provider blocked the venue's address."""
-    error = stored_error(text)
-    return isinstance(error, ProviderRejected) and error.code == IP_BLOCKED
 
 
 def overview(svc):
@@ -297,23 +278,23 @@ def overview(svc):
             v.c.state == verification.PENDING, v.c.expires_at > now)).scalar()
         by_state = dict(conn.execute(select(v.c.state, func.count())
                                      .where(v.c.created_at >= today).group_by(v.c.state)).all())
-        failure = conn.execute(select(v.c.failure, v.c.created_at)
+        failure = conn.execute(select(v.c.failure, v.c.failure_code, v.c.created_at)
                                .where(v.c.state == verification.FAILED)
                                .order_by(v.c.id.desc()).limit(1)).first()
         last_notice = conn.execute(select(n).order_by(n.c.id.desc()).limit(1)).first()
     provider = provider_status(svc)
-    blocked_recently = failure is not None and is_ip_blocked(failure.failure) \
+    blocked_recently = failure is not None and failure.failure_code == IP_BLOCKED \
         and now - failure.created_at < timedelta(minutes=IP_BLOCK_MINUTES)
     return {
         "online": online, "waiting": waiting,
         "today": {state: by_state.get(state, 0) for state in STATES},
         "last_failure": failure and {"at": failure.created_at,
                                      "text": failure.failure,
-                                     "meaning": explain_failure(failure.failure)},
+                                     "meaning": explain_failure(failure.failure_code,
+                                                                failure.failure)},
         "last_notice": last_notice,
         "provider": provider,
-        "provider_blocked": blocked_recently or (not provider["ok"]
-                                                 and is_ip_blocked(provider.get("error"))),
+        "provider_blocked": blocked_recently or provider.get("code") == IP_BLOCKED,
         "firewall": svc.firewall_worker.status(),
         "firewall_name": svc.firewall.name,
         "handler_url": handler_url(svc.config),
@@ -326,7 +307,8 @@ def dashboard():
     svc = services()
     info = overview(svc)
     if not info["provider"].get("ok"):
-        info["provider_meaning"] = explain_failure(info["provider"].get("error", ""))
+        info["provider_meaning"] = explain_failure(info["provider"].get("code"),
+                                                   info["provider"].get("error", ""))
     return render_template("admin/dashboard.html", info=info, states=STATES, verdicts=VERDICTS)
 
 

@@ -39,37 +39,15 @@ PROVIDER_SLOT_WAIT_SECONDS = 0.25
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
 
 
-def N_(text):
-    """Mark text for the catalog; it is translated where it is shown."""
-    return text
-
-
-# phone.normalise's reasons (str of InvalidPhone), so the catalog carries them.
-PHONE_REASONS = (
-    N_("Enter your phone number."),
-    N_("Use digits only, for example +7 916 123-45-67."),
-    N_("This does not look like a phone number."),
-    N_("This number is not valid. Check the country code and the digits."),
-    N_("Use the number of the phone you will call from."),
-)
-
 # Guest pages load nothing from elsewhere; the browser enforces it too.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
                            "script-src 'self'; connect-src 'self'; form-action 'self'; "
                            "base-uri 'none'; frame-ancestors 'none'")
 
 
-def effective_venue():
-    """The [venue] settings in force (the file's values if the database cannot be read)."""
-    try:
-        return settings.current()["venue"]
-    except SQLAlchemyError:
-        return services().config["venue"]
-
-
 def venue_name():
     """The venue's name; the built-in default name is shown in the guest's language."""
-    name = effective_venue()["name"]
+    name = settings.effective_venue()["name"]
     return gettext("Free Wi-Fi") if name == DEFAULTS["venue"]["name"] else name
 
 
@@ -85,14 +63,14 @@ def has_logo():
 
 def terms_link():
     """venue.terms_url when it is a usable link (http(s) or a path on the portal), else ""."""
-    url = effective_venue()["terms_url"].strip()
+    url = settings.effective_venue()["terms_url"].strip()
     return url if url.startswith(("http://", "https://", "/")) and not url.startswith("//") else ""
 
 
 @bp.app_context_processor
 def branding():
     """Venue name, logo, texts and terms for every page."""
-    return {"venue": effective_venue, "venue_name": venue_name, "has_logo": has_logo,
+    return {"venue": settings.effective_venue, "venue_name": venue_name, "has_logo": has_logo,
             "terms_link": terms_link}
 
 

@@ -34,7 +34,7 @@ def provider_status(svc):
     try:
         answer = {"ok": True, "balance": settings.provider().balance()}
     except ProviderRejected as exc:
-        answer = {"ok": False, "error": f"provider error {exc.code}: {exc.text}"}
+        answer = {"ok": False, "code": exc.code, "error": f"provider error {exc.code}: {exc.text}"}
     except ProviderError as exc:
         answer = {"ok": False, "error": str(exc)}
     with _lock:

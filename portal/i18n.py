@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from flask import g, request
 from flask_babel import Babel, get_locale
 
-from .guest import effective_venue
+from .settings import effective_venue
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 # Merged in this order. Flask-Babel takes the plural rule from the last catalog it loads, and a

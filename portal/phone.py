@@ -3,6 +3,8 @@
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
+from .catalog import N_
+
 MAX_INPUT_LENGTH = 40
 
 # Types a guest can place a call from; fixed lines are allowed because many
@@ -23,17 +25,17 @@ def normalise(text, region):
     """Parse what a guest typed into E.164 ("+79161234567"), using region for national numbers."""
     text = (text or "").strip()
     if not text:
-        raise InvalidPhone("Enter your phone number.")
+        raise InvalidPhone(N_("Enter your phone number."))
     if len(text) > MAX_INPUT_LENGTH or any(ch not in "+0123456789 ()-." for ch in text):
-        raise InvalidPhone("Use digits only, for example +7 916 123-45-67.")
+        raise InvalidPhone(N_("Use digits only, for example +7 916 123-45-67."))
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException:
-        raise InvalidPhone("This does not look like a phone number.") from None
+        raise InvalidPhone(N_("This does not look like a phone number.")) from None
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhone("This number is not valid. Check the country code and the digits.")
+        raise InvalidPhone(N_("This number is not valid. Check the country code and the digits."))
     if phonenumbers.number_type(number) not in CALLABLE_TYPES:
-        raise InvalidPhone("Use the number of the phone you will call from.")
+        raise InvalidPhone(N_("Use the number of the phone you will call from."))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

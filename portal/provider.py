@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .catalog import N_
+
 log = logging.getLogger(__name__)
 
 WAIT_CALL_PATH = "/sys/wait_call.php"
@@ -18,16 +20,16 @@ BALANCE_PATH = "/sys/balance.php"
 # Connecting is quick or it is not happening at all; reading may include the provider's own work.
 MAX_CONNECT_SECONDS = 3
 
+# In English for the log; the admin pages show them translated (the "admin" catalog).
 DESCRIPTIONS = {
-    1: "the provider rejected the request parameters (is the phone number complete?)",
-    2: "wrong login or password, or this server's IP is not on the account's allow-list",
+    1: N_("the provider rejected the request parameters (is the phone number complete?)"),
+    2: N_("wrong login or password, or this server's IP is not on the account's allow-list"),
     # Error 3 is shared by SMSC's whole API; wait_call's own page does not list it.
-    3: "the provider account has run out of money",
-    4: (
-        "the provider has blocked this server's IP address for about 30 minutes "
-        "(too many wrong logins or repeated requests); fix the credentials and wait"
-    ),
-    9: "too many identical requests to the provider within a minute; wait a minute and try again",
+    3: N_("the provider account has run out of money"),
+    4: N_("the provider has blocked this server's IP address for about 30 minutes "
+          "(too many wrong logins or repeated requests); fix the credentials and wait"),
+    9: N_("too many identical requests to the provider within a minute; "
+          "wait a minute and try again"),
 }
 
 

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import services, storage
+from .catalog import N_
 from .config import LANGUAGES
 from .firewall import FirewallError
 from .storage import asset, setting, utcnow
@@ -56,6 +58,14 @@ def current():
         svc.cache["settings"] = cached
     return cached[1]
 
+
+
+def effective_venue():
+    """The [venue] settings in force (the file's values if the database cannot be read)."""
+    try:
+        return current()["venue"]
+    except SQLAlchemyError:
+        return services().config["venue"]
 
 def save(svc, changes, admin):
     """Store overrides {"section.key": value}; values must already be validated."""
@@ -106,11 +116,6 @@ def provider():
 
 
 # --- What the admin may type, key by key -------------------------------------------------------
-
-def N_(text):
-    """Mark text for translation where it is defined; it is translated where it is shown."""
-    return text
-
 
 LOGO_MAX_BYTES = 200 * 1024
 LOGO_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))

@@ -13,7 +13,7 @@ from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer
                         String, Table, Text, create_engine, event, inspect, select, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class UTCDateTime(TypeDecorator):
@@ -54,6 +54,7 @@ verification = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("confirmed_at", UTCDateTime),
     Column("failure", Text),
+    Column("failure_code", Integer),  # the provider's error code, when it answered one
     Index("ix_verification_phone_state", "phone", "state"),
     Index("ix_verification_created", "created_at"),
     Index("ix_verification_state_expires", "state", "expires_at"),  # the maintenance expiry
@@ -237,7 +238,9 @@ def upgrade(engine):
             if row.version < 2:
                 _upgrade_to_2(conn)
             _upgrade_to_3(conn)
-            _add_missing_columns(conn, access_session, ("disconnect_result",))  # version 4
+            if row.version < 4:
+                _add_missing_columns(conn, access_session, ("disconnect_result",))
+            _upgrade_to_5(conn)
             conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
 
 
@@ -263,6 +266,20 @@ def _upgrade_to_3(conn):
     columns included, so only the missing ones are added.
     """
     _add_missing_columns(conn, admin_user, ("session_epoch", "failed_logins", "last_failed_at"))
+
+
+def _upgrade_to_5(conn):
+    """Version 5: verification.failure_code, read once from the text earlier versions stored
+    ("provider error 4: …")."""
+    _add_missing_columns(conn, verification, ("failure_code",))
+    failed = conn.execute(select(verification.c.id, verification.c.failure).where(
+        verification.c.failure.like("provider error %"),
+        verification.c.failure_code.is_(None))).all()
+    for row in failed:
+        code = row.failure.removeprefix("provider error ").partition(":")[0]
+        if code.isdigit():
+            conn.execute(verification.update().where(verification.c.id == row.id)
+                         .values(failure_code=int(code)))
 
 
 def _add_missing_columns(conn, table, names):

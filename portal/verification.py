@@ -65,7 +65,7 @@ def start_verification(engine, provider, phone, mac, ip, minutes):
             now = utcnow()
             conn.execute(verification.insert().values(
                 **values, call_number="", state=FAILED, failure=str(exc)[:500],
-                created_at=now, expires_at=now))
+                failure_code=getattr(exc, "code", None), created_at=now, expires_at=now))
         raise
     with storage.begin(engine) as conn:
         # The window starts when the guest is shown the number, not when the provider was asked.

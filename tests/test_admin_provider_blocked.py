@@ -56,7 +56,7 @@ def failed_verification(app, minutes_ago, failure):
         conn.execute(storage.verification.insert().values(
             token=f"t{minutes_ago}", phone="+79161234567", mac="02:cc:00:00:00:11",
             ip="10.77.0.11", call_number="", state="failed", failure=failure,
-            created_at=now, expires_at=now))
+            failure_code=int(failure.split()[2].rstrip(":")), created_at=now, expires_at=now))
 
 
 def test_a_block_is_shown_for_the_30_minutes_it_lasts(app, admin):

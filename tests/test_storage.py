@@ -35,6 +35,12 @@ CREATE INDEX ix_notification_phone_ts ON notification (phone, ts);
 INSERT INTO verification VALUES (1, 't1', '+79161234567', '02:cc:00:00:00:11', '10.77.0.11',
     '+79001112233', 'confirmed', '2026-11-27 10:00:00', '2099-01-01 00:00:00',
     '2026-11-27 10:01:00', NULL);
+INSERT INTO verification VALUES (2, 't2', '+79161234568', '02:cc:00:00:00:12', '10.77.0.12',
+    '', 'failed', '2026-11-27 10:00:00', '2026-11-27 10:00:00', NULL,
+    'provider error 4: IP address temporarily blocked');
+INSERT INTO verification VALUES (3, 't3', '+79161234569', '02:cc:00:00:00:13', '10.77.0.13',
+    '', 'failed', '2026-11-27 10:00:00', '2026-11-27 10:00:00', NULL,
+    'no provider host answered: ConnectTimeout');
 INSERT INTO access_session VALUES (1, 1, '02:cc:00:00:00:11', '10.77.0.11', '+79161234567',
     '2026-11-27 10:01:00', '2099-01-01 00:00:00', NULL, NULL);
 -- The first release could accept one call twice (the race this version closes).
@@ -61,6 +67,10 @@ def test_a_version_1_database_is_upgraded_without_losing_anything(tmp_path):
         verdicts = conn.execute(select(storage.notification.c.verdict)
                                 .order_by(storage.notification.c.id)).scalars().all()
     assert verdicts == ["accepted", "replay", "rejected"]
+    with engine.connect() as conn:
+        codes = conn.execute(select(storage.verification.c.failure_code)
+                             .order_by(storage.verification.c.id)).scalars().all()
+    assert codes == [None, 4, None]  # the provider's code, read once from the old text
     session = sessions.active_session(engine, "02:cc:00:00:00:11")
     assert session.id == 1 and sessions.is_online(session)  # still online, not "connecting"
     engine.dispose()
