@@ -1,5 +1,5 @@
 """The `callpass` command (also `python -m portal`): demo, serve, simulator, check-config, fw-sync,
-purge."""
+fw-up, backup, purge."""
 
 import logging
 import secrets
@@ -31,6 +31,14 @@ def load_config(path, demo=False):
     if found:
         fail(found)
     return cfg
+
+
+def read_config(path):
+    """Load a config without the checks serve needs (for commands that use a few keys only)."""
+    try:
+        return config_module.load(path)
+    except config_module.ConfigError as exc:
+        fail(exc.problems)
 
 
 def fail(problems):
@@ -108,44 +116,144 @@ def serve(config_path):
                  cfg["portal"]["trusted_proxy"])
 
 
+# What the demo decides itself, whatever --config or CALLPASS_* say: where it listens (--host,
+# --port), the simulator as the provider, the callback between them, and no firewall.
+DEMO_OWNED = {"portal": ("listen", "public_url"),
+              "provider": ("base_url", "fallback_urls", "login", "password", "apikey"),
+              "callback": ("token", "signature", "secret"), "gateway": ("firewall",)}
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65534))
-def demo(host, port):
-    """Everything on one machine: portal on PORT, SMSC simulator on PORT+1, no-op firewall."""
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A config file for everything else (venue, admin, database: set "
+                   "portal.database to keep data and admins between runs).")
+def demo(host, port, config_path):
+    """Everything on one machine: portal on PORT, SMSC simulator on PORT+1, no-op firewall.
+
+    Settings come from --config and CALLPASS_* variables, except the keys in DEMO_OWNED. Without
+    a portal.database from either, the data lives in a new temporary folder."""
     from .simulator import SimulatorServer
 
-    folder = Path(tempfile.mkdtemp(prefix="callpass-demo-"))
+    base = read_config(config_path)
+    ignored = [f"{section}.{key}" for section, keys in DEMO_OWNED.items() for key in keys
+               if base[section][key] != config_module.DEFAULTS[section][key]]
+    if ignored:
+        click.echo(f"callpass demo: ignoring {', '.join(ignored)} (the demo sets these itself)", err=True)
+    folder = None
+    database = base["portal"]["database"]
+    if database == config_module.DEFAULTS["portal"]["database"]:
+        folder = Path(tempfile.mkdtemp(prefix="callpass-demo-"))
+        database = f"sqlite:///{folder / 'callpass.sqlite3'}"
     token, secret = secrets.token_urlsafe(24), secrets.token_hex(16)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    cfg = config_module.load(None, environ={}, overrides={
+    cfg = config_module.load(config_path, overrides={
         "portal": {"listen": f"{host}:{port}", "public_url": f"http://{shown_host}:{port}/",
-                   "secret_key": secrets.token_hex(32),
-                   "database": f"sqlite:///{folder / 'callpass.sqlite3'}"},
+                   "secret_key": base["portal"]["secret_key"] or secrets.token_hex(32),
+                   "database": database},
         "provider": {"base_url": f"http://{shown_host}:{port + 1}", "fallback_urls": [],
-                     "login": "demo", "password": "demo", "timeout_seconds": 5},
+                     "login": "demo", "password": "demo", "apikey": ""},
         "callback": {"token": token, "signature": "md5", "secret": secret},
         "gateway": {"firewall": "noop"},
     })
+    found = config_module.problems(cfg, demo=True)
+    if found:
+        fail(found)
     simulator = SimulatorServer(
         host=host, port=port + 1, secret=secret, signature="md5",
         callback_url=f"http://{shown_host}:{port}/callback/smsc/{token}").start()
     app = create_app(cfg, demo=True, firewall=NoopFirewall(), simulator_url=simulator.url)
     svc = app.extensions["callpass"]
     storage.upgrade(svc.engine)
-    admin_password = secrets.token_urlsafe(12)
-    auth.add_admin(svc.engine, "demo", admin_password)
+    if auth.list_admins(svc.engine):
+        admin_line = "(the admins already in the database)"
+    else:
+        admin_password = secrets.token_urlsafe(12)
+        auth.add_admin(svc.engine, "demo", admin_password)
+        admin_line = f"(user demo, password {admin_password})"
     start_background(app)
     click.echo(f"callpass demo\n  portal:    http://{shown_host}:{port}/\n"
-               f"  admin:     http://{shown_host}:{port}/admin/  (user demo, password "
-               f"{admin_password}; from this machine only)\n"
-               f"  simulator: http://{shown_host}:{port + 1}/sim/\n  data:      {folder}\n"
+               f"  admin:     http://{shown_host}:{port}/admin/  {admin_line}; "
+               "from this machine only\n"
+               f"  simulator: http://{shown_host}:{port + 1}/sim/\n"
+               f"  data:      {folder or database}\n"
                "Open the portal, enter a phone number (e.g. +7 916 123-45-67) and press "
                "'Simulate the call (demo)'. Ctrl+C stops.")
     try:
         run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["connection_limit"])
     finally:
         simulator.stop()
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def backup(file, config_path):
+    """Copy the SQLite database to FILE, consistent while callpass runs (online backup API)."""
+    import os
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    cfg = read_config(config_path)  # a backup must work while the config is incomplete
+    url = make_url(cfg["portal"]["database"])
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        click.echo("callpass: backup copies a SQLite file; for another database use its own "
+                   f"tool (e.g. pg_dump): {url.render_as_string()}", err=True)
+        sys.exit(1)
+    if not Path(url.database).is_file():
+        click.echo(f"callpass: there is no database at {url.database}", err=True)
+        sys.exit(1)
+    # Written next to FILE and renamed, so FILE is never half a backup; 0600: it holds the
+    # identification log.
+    partial = Path(f"{file}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(descriptor)
+    source = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
+    target = sqlite3.connect(partial)
+    try:
+        with target:
+            source.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        (check,) = target.execute("PRAGMA integrity_check").fetchone()
+    finally:
+        target.close()
+        source.close()
+    if check != "ok":
+        partial.unlink()
+        click.echo(f"callpass: the copy failed its integrity check: {check}", err=True)
+        sys.exit(1)
+    os.replace(partial, file)
+    click.echo(f"backed up {url.database} to {file} ({Path(file).stat().st_size} bytes)")
+
+
+@main.command("fw-up")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def fw_up(config_path):
+    """Create the firewall table from the config: `callpass-fw up` with gateway.lan and the port
+    of portal.listen (what callpass-firewall.service and the OpenWrt init script run at boot).
+
+    Only the keys it uses are checked: the table must come up at boot even while, say, the
+    provider's password is still missing, or guests would pass unchecked (fail closed)."""
+    from .firewall import ScriptFirewall
+
+    cfg = read_config(config_path)
+    gateway = cfg["gateway"]
+    if gateway["firewall"] != "script":
+        click.echo(f"gateway.firewall is {gateway['firewall']!r}: callpass-fw is not used, "
+                   "nothing to do")
+        return
+    try:
+        _, port = split_listen(cfg["portal"]["listen"])
+        ScriptFirewall(gateway["script"], gateway["script_timeout_seconds"]).up(gateway["lan"], port)
+    except ValueError as exc:
+        fail([f"gateway.lan or portal.listen: {exc}"])
+    except FirewallError as exc:
+        click.echo(f"callpass: firewall failed: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"firewall table up: guests on {gateway['lan']}, portal port {port}")
 
 
 @main.command()
