@@ -23,7 +23,7 @@ from . import (asset_folder, audit, auth, guest, idlog, phone, services, session
                verification)
 from .extensions import limiter
 from .firewall import normalise_mac
-from .health import provider_status
+from .health import forget_provider_status, provider_status
 from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
 from .catalog import N_
 from .storage import access_session, notification, utcnow
@@ -340,7 +340,7 @@ def settings_page():
         settings.remove_logo(svc)
         changed.append("venue.logo")
     if any(key.startswith("provider.") for key in changes):
-        svc.cache.pop("provider_status", None)  # the balance shown must be the new account's
+        forget_provider_status(svc)  # the balance shown must be the new account's
     if "gateway.garden" in changes:
         failures = settings.push_garden(svc.firewall, effective["gateway"]["garden"],
                                         changes["gateway.garden"])
@@ -378,13 +378,13 @@ def render_settings(effective, errors):
         return effective[section][name]
 
     messages = {key: _(exc.msgid, **exc.params) for key, exc in errors.items()}
-    has_logo = settings.logo(services()) is not None
+    has_logo = settings.has_logo(services())
     provider = effective["provider"]
     return render_template(
         "admin/settings.html", value=value, checked=checked, chosen=chosen, errors=messages,
         has_password=bool(provider["password"]), has_apikey=bool(provider["apikey"]),
         has_logo=has_logo, logo_kb=settings.LOGO_MAX_BYTES // 1024,
-        limits=settings.NUMBERS, languages=settings.LANGUAGES)
+        limits=settings.NUMBERS)
 
 
 # The settings page's preview: the guest view, under /admin so it answers by any host name.
@@ -406,7 +406,7 @@ def session_filter(text):
             text, settings.current()["portal"]["default_region"]))
     except phone.InvalidPhone:
         pass
-    digits = "".join(ch for ch in text if ch.isdigit())
+    digits = phone.digits_of(text)
     if digits:
         conditions.append(access_session.c.phone.contains(digits, autoescape=True))
     partial_mac = text.lower().replace("-", ":")

@@ -14,8 +14,6 @@ import tomllib
 import phonenumbers
 from limits import parse_many
 
-DEMO_SECRET_KEY = "demo-only-not-secret"
-
 DEFAULTS = {
     "portal": {
         "listen": "0.0.0.0:8080",
@@ -317,7 +315,7 @@ def problems(config, demo=False):
                      "find a free thread")
     if demo:
         return found
-    if len(portal["secret_key"]) < 16 or portal["secret_key"] == DEMO_SECRET_KEY:
+    if len(portal["secret_key"]) < 16:
         found.append("portal.secret_key must be set to a long random value (at least 16 characters)")
     if len(callback["token"]) < 16:
         found.append("callback.token must be set to a random value of at least 16 characters")

@@ -55,7 +55,7 @@ def has_logo():
     """Whether the venue has a logo to show (looked up once per request)."""
     if "callpass_has_logo" not in g:
         try:
-            g.callpass_has_logo = settings.logo(services()) is not None
+            g.callpass_has_logo = settings.has_logo(services())
         except SQLAlchemyError:
             g.callpass_has_logo = False
     return g.callpass_has_logo
@@ -113,7 +113,7 @@ def phone_key():
     (the provider is protected by one device waiting per phone, see `verification`)."""
     typed, parsed = typed_phone()
     if isinstance(parsed, phone.InvalidPhone):
-        parsed = "invalid:" + "".join(ch for ch in typed if ch.isdigit())[:20]
+        parsed = "invalid:" + phone.digits_of(typed)[:20]
     return f"phone:{parsed}:{device_key()}"
 
 

@@ -42,6 +42,12 @@ def provider_status(svc):
     return answer
 
 
+def forget_provider_status(svc):
+    """Ask the provider afresh next time (its settings changed)."""
+    with _lock:
+        svc.cache.pop("provider_status", None)
+
+
 def database_status(svc):
     """{"ok": bool[, "error"]}, asking the database at most once every CHECK_SECONDS."""
     with _lock:

@@ -39,9 +39,14 @@ def normalise(text, region):
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def digits_of(text):
+    """Only the digits of a phone number, whatever its formatting ("+7 (916) …" -> "7916…")."""
+    return "".join(ch for ch in str(text or "") if ch.isdigit())
+
+
 def from_provider(digits):
     """E.164 from a number as the provider writes it ("79161234567", "+7 916 …"), or None."""
-    only_digits = "".join(ch for ch in str(digits or "") if ch.isdigit())
+    only_digits = digits_of(digits)
     if not 8 <= len(only_digits) <= 15:
         return None
     return "+" + only_digits

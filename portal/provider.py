@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .catalog import N_
+from .phone import digits_of
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ def host_of(url: str) -> str:
     return parts.hostname or url
 
 
-def digits_of(text: str) -> str:
-    """Only the digits of a phone number, whatever its formatting."""
-    return "".join(ch for ch in text if ch.isdigit())
-
 
 class Malformed(Exception):
     """An answer that is neither a result nor a provider error; internal to this module."""
@@ -100,15 +97,17 @@ class SmscClient:
         self.session = session if session is not None else requests.Session()
 
     @classmethod
-    def from_config(cls, provider: dict) -> "SmscClient":
-        """Build a client from the [provider] section of the config."""
+    def from_config(cls, provider: dict, session=None) -> "SmscClient":
+        """Build a client from the [provider] section of the config (all keys present: config.py
+        fills the defaults), optionally over an existing HTTP session."""
         return cls(
             base_url=provider["base_url"],
-            fallback_urls=tuple(provider.get("fallback_urls", ())),
-            login=provider.get("login", ""),
-            password=provider.get("password", ""),
-            apikey=provider.get("apikey", ""),
-            timeout_seconds=provider.get("timeout_seconds", 8),
+            fallback_urls=tuple(provider["fallback_urls"]),
+            login=provider["login"],
+            password=provider["password"],
+            apikey=provider["apikey"],
+            timeout_seconds=provider["timeout_seconds"],
+            session=session,
         )
 
     def close(self):

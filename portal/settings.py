@@ -8,6 +8,7 @@ Its messages are English msgids (marked with N_) with parameters; the admin page
 import copy
 import ipaddress
 import json
+import os
 import time
 from urllib.parse import urlsplit
 
@@ -80,6 +81,15 @@ def save(svc, changes, admin):
     svc.cache.pop("settings", None)
 
 
+def has_logo(svc):
+    """Whether there is a logo to show (without reading its bytes: every guest page asks)."""
+    with svc.engine.connect() as conn:
+        if conn.execute(select(asset.c.name).where(asset.c.name == "logo")).first() is not None:
+            return True
+    path = svc.config["venue"]["logo"]
+    return bool(path) and os.path.isfile(path)
+
+
 def logo(svc):
     """(bytes, content type) of the venue logo — uploaded one first, else venue.logo file — or None."""
     with svc.engine.connect() as conn:
@@ -98,21 +108,16 @@ def logo(svc):
 
 
 def provider():
-    """The SMSC client for the effective provider settings (rebuilt when the admin changed them)."""
+    """The SMSC client for the effective provider settings: the app's own while the admin has
+    not changed them, else one built for this request over the same HTTP session (a client is
+    only its settings; the session holds the connections)."""
     from .provider import SmscClient
 
     svc = services()
     wanted = current()["provider"]
     if wanted == svc.config["provider"]:
         return svc.provider
-    key = json.dumps(wanted, sort_keys=True)
-    cached = svc.cache.get("provider")
-    if cached is None or cached[0] != key:
-        if cached is not None:
-            cached[1].close()
-        cached = (key, SmscClient.from_config(wanted))
-        svc.cache["provider"] = cached
-    return cached[1]
+    return SmscClient.from_config(wanted, session=svc.provider.session)
 
 
 # --- What the admin may type, key by key -------------------------------------------------------

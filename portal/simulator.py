@@ -24,6 +24,8 @@ import requests
 from flask import Flask, Response, jsonify, redirect, render_template_string, request, url_for
 from werkzeug.serving import make_server
 
+from .phone import digits_of
+
 log = logging.getLogger(__name__)
 
 # Made-up Moscow numbers handed out as "the number to call". The 000 exchange is not given to
@@ -62,11 +64,6 @@ DEFAULT_KNOBS = {
     "garbage": False,
     "drop": False,
 }
-
-
-def digits_of(text: str) -> str:
-    """Only the digits of a phone number, whatever its formatting."""
-    return "".join(ch for ch in text if ch.isdigit())
 
 
 def number_to_call(phone: str) -> str:

@@ -108,7 +108,7 @@ def expire_overdue(engine):
                      .values(state=EXPIRED))
 
 
-def confirm_call(conn, phone, session_minutes, devices_per_phone=3):
+def confirm_call(conn, phone, session_minutes, devices_per_phone):
     """The provider reports a call from phone: confirm its pending verifications, open sessions.
 
     Runs inside the caller's transaction (the callback records the notification in the same one),
@@ -138,7 +138,7 @@ def confirm_call(conn, phone, session_minutes, devices_per_phone=3):
     return confirmed
 
 
-def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone=3):
+def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone):
     """Let mac back in without a call when it verified phone by a call within `days` (0 = never).
 
     The sign-in is recorded as a confirmed verification with an empty call_number (the
