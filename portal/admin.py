@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, or_, select
 
 from . import (asset_folder, audit, auth, guest, idlog, phone, services, sessions, settings,
                verification)
+from .config import MAX_SESSION_DAYS, MAX_SESSION_MINUTES
 from .extensions import limiter
 from .firewall import normalise_mac
 from .health import forget_provider_status, provider_status
@@ -384,7 +385,7 @@ def render_settings(effective, errors):
         "admin/settings.html", value=value, checked=checked, chosen=chosen, errors=messages,
         has_password=bool(provider["password"]), has_apikey=bool(provider["apikey"]),
         has_logo=has_logo, logo_kb=settings.LOGO_MAX_BYTES // 1024,
-        limits=settings.NUMBERS)
+        rules=settings.RULES)
 
 
 # The settings page's preview: the guest view, under /admin so it answers by any host name.
@@ -490,10 +491,10 @@ def extend_session(session_id):
         minutes = int(request.form.get("minutes", ""))
     except ValueError:
         minutes = 0
-    longest = settings.NUMBERS["portal.session_minutes"][1]
+    longest = MAX_SESSION_MINUTES
     new_end = max(row.ends_at, utcnow()) + timedelta(minutes=minutes)
     if not 1 <= minutes <= longest or new_end - utcnow() > timedelta(minutes=longest):
-        flash(_("A session can run at most %(days)s days from now.", days=longest // 1440),
+        flash(_("A session can run at most %(days)s days from now.", days=MAX_SESSION_DAYS),
               "error")
         return back_to_sessions()
     if sessions.extend_session(svc.engine, session_id, minutes):

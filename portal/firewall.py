@@ -27,9 +27,10 @@ import subprocess
 import threading
 import time
 
+from .config import MAX_SESSION_MINUTES
 from .config import INTERFACE as _IFACE
 
-MAX_SECONDS = 31 * 24 * 3600  # the script's cap on an allow's duration
+MAX_SECONDS = MAX_SESSION_MINUTES * 60  # the script's cap on an allow's duration
 MAX_PROVIDER_ADDRESSES = 256  # the script's cap on `provider set`
 MISSING_STATUS = 3            # `callpass-fw check`: the table or a part of it is missing
 _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.IGNORECASE)

@@ -9,6 +9,7 @@ import copy
 import ipaddress
 import json
 import os
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -18,20 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import services, storage
 from .catalog import N_
-from .config import LANGUAGES
+from .config import LANGUAGES, MAX_SESSION_MINUTES
 from .firewall import FirewallError
 from .storage import asset, setting, utcnow
 
-# The keys an admin may change on the settings page (secrets are write-only there).
-EDITABLE = (
-    "venue.name", "venue.welcome", "venue.terms_text", "venue.terms_url", "venue.require_terms",
-    "venue.languages", "venue.default_language",
-    "portal.default_region", "portal.session_minutes", "portal.verification_minutes",
-    "portal.devices_per_phone", "portal.remember_days",
-    "provider.base_url", "provider.fallback_urls", "provider.login", "provider.password",
-    "provider.apikey", "gateway.garden",
-)
-SECRETS = ("provider.password", "provider.apikey")
 
 
 def load(svc):
@@ -120,7 +111,10 @@ def provider():
     return SmscClient.from_config(wanted, session=svc.provider.session)
 
 
-# --- What the admin may type, key by key -------------------------------------------------------
+# --- What a setting may be, key by key ----------------------------------------------------------
+# RULES is the one definition of each editable key: the settings form reads the admin's text with
+# `rule.read(form, key)` and the config check (config.problems) calls `rule.check(value)` on the
+# file's value, so a file the portal starts with is always a form the page can save.
 
 LOGO_MAX_BYTES = 200 * 1024
 LOGO_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
@@ -128,18 +122,7 @@ GARDEN_MAX_ENTRIES = 64
 # The widest walled-garden network: a /16 is 65,536 addresses, plenty for a payment provider or a
 # CDN; anything wider starts to be "the internet" (0.0.0.0/1 + 128.0.0.0/1 is all of it).
 GARDEN_WIDEST = {4: 16, 6: 32}
-NUMBERS = {  # key -> (lowest, highest)
-    "portal.session_minutes": (5, 31 * 24 * 60),   # the firewall script caps an allow at 31 days
-    "portal.verification_minutes": (1, 30),
-    "portal.devices_per_phone": (0, 50),           # 0: no limit
-    "portal.remember_days": (0, 365),              # 0: every visit needs a call
-}
-TEXTS = {  # key -> (shortest, longest)
-    "venue.name": (1, 80),
-    "venue.welcome": (0, 1000),
-    "venue.terms_text": (0, 10000),
-    "provider.login": (0, 100),
-}
+SECRET_MAX_CHARS = 200
 
 
 class Invalid(ValueError):
@@ -151,28 +134,169 @@ class Invalid(ValueError):
         self.params = params
 
 
-def _text(form, key):
-    shortest, longest = TEXTS[key]
-    value = form.get(key, "").replace("\r\n", "\n").strip()
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
-        raise Invalid(N_("Remove the control characters."))
-    if len(value) < shortest:
-        raise Invalid(N_("This cannot be empty."))
-    if len(value) > longest:
-        raise Invalid(N_("At most %(n)s characters, please."), n=longest)
-    return value
+def _lines(form, key):
+    return [line.strip() for line in form.get(key, "").splitlines() if line.strip()]
 
 
-def _number(form, key):
-    lowest, highest = NUMBERS[key]
-    typed = form.get(key, "").strip()
-    try:
-        value = int(typed)
-    except ValueError:
-        value = None
-    if value is None or not lowest <= value <= highest:
-        raise Invalid(N_("Enter a whole number from %(low)s to %(high)s."), low=lowest, high=highest)
-    return value
+class Number:
+    """A whole number from lowest to highest."""
+
+    def __init__(self, lowest, highest):
+        self.lowest, self.highest = lowest, highest
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or not self.lowest <= value <= self.highest:
+            raise Invalid(N_("Enter a whole number from %(low)s to %(high)s."),
+                          low=self.lowest, high=self.highest)
+        return value
+
+    def read(self, form, key):
+        typed = form.get(key, "").strip()
+        return self.check(int(typed) if re.fullmatch(r"-?\d{1,9}", typed) else None)
+
+
+class Text:
+    """One text of shortest to longest characters, without control characters but newlines."""
+
+    def __init__(self, shortest, longest):
+        self.shortest, self.longest = shortest, longest
+
+    def check(self, value):
+        if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+            raise Invalid(N_("Remove the control characters."))
+        if len(value) < self.shortest:
+            raise Invalid(N_("This cannot be empty."))
+        if len(value) > self.longest:
+            raise Invalid(N_("At most %(n)s characters, please."), n=self.longest)
+        return value
+
+    def read(self, form, key):
+        return self.check(form.get(key, "").replace("\r\n", "\n").strip())
+
+
+class Flag:
+    """On or off (a checkbox)."""
+
+    def check(self, value):
+        return value
+
+    def read(self, form, key):
+        return bool(form.get(key))
+
+
+class Url:
+    """An http(s) address (empty allowed when is_optional)."""
+
+    def __init__(self, is_optional=False):
+        self.is_optional = is_optional
+
+    def check(self, value):
+        return check_url(value, empty_ok=self.is_optional)
+
+    def read(self, form, key):
+        return self.check(form.get(key, "").strip())
+
+
+class UrlList:
+    """http(s) addresses, one per line on the form."""
+
+    def check(self, value):
+        return [check_url(url) for url in value]
+
+    def read(self, form, key):
+        return self.check(_lines(form, key))
+
+
+class Languages:
+    """One or more of the portal's languages, in the portal's order on the form."""
+
+    def check(self, value):
+        for lang in value:
+            if lang not in LANGUAGES:
+                raise Invalid(N_("“%(lang)s” is not one of %(known)s."), lang=lang,
+                              known=", ".join(LANGUAGES))
+        if not value:
+            raise Invalid(N_("Offer at least one language."))
+        return value
+
+    def read(self, form, key):
+        return self.check([lang for lang in LANGUAGES if lang in form.getlist(key)])
+
+
+class Language:
+    """One of the portal's languages (whether it is offered is a rule across keys)."""
+
+    def check(self, value):
+        if value not in LANGUAGES:
+            raise Invalid(N_("Pick one of the languages offered."))
+        return value
+
+    def read(self, form, key):
+        return self.check(form.get(key, ""))
+
+
+class Region:
+    """A phone-number region code such as RU (typed in any case on the form)."""
+
+    def check(self, value):
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise Invalid(N_("Enter a two-letter country code such as RU, UA or KZ."))
+        return value
+
+    def read(self, form, key):
+        return self.check(form.get(key, "").strip().upper())
+
+
+class Secret:
+    """A write-only value: an empty field keeps what is stored, its `.clear` box removes it."""
+
+    def check(self, value):
+        if len(value) > SECRET_MAX_CHARS:
+            raise Invalid(N_("At most %(n)s characters, please."), n=SECRET_MAX_CHARS)
+        return value
+
+    def read(self, form, key, stored=""):
+        typed = form.get(key, "").strip()
+        if typed:
+            return self.check(typed)
+        if form.get(key + ".clear"):
+            return ""
+        return stored
+
+
+class Garden:
+    """Walled-garden addresses and networks, one per line on the form (see check_garden)."""
+
+    def check(self, value):
+        return check_garden(value)
+
+    def read(self, form, key):
+        return self.check(_lines(form, key))
+
+
+RULES = {
+    "venue.name": Text(1, 80),
+    "venue.welcome": Text(0, 1000),
+    "venue.terms_text": Text(0, 10000),
+    "venue.terms_url": Url(is_optional=True),
+    "venue.require_terms": Flag(),
+    "venue.languages": Languages(),
+    "venue.default_language": Language(),
+    "portal.default_region": Region(),
+    "portal.session_minutes": Number(1, MAX_SESSION_MINUTES),
+    "portal.verification_minutes": Number(1, 60),
+    "portal.devices_per_phone": Number(0, 50),   # 0: no limit
+    "portal.remember_days": Number(0, 365),      # 0: every visit needs a call
+    "provider.base_url": Url(),
+    "provider.fallback_urls": UrlList(),
+    "provider.login": Text(0, 100),
+    "provider.password": Secret(),
+    "provider.apikey": Secret(),
+    "gateway.garden": Garden(),
+}
+EDITABLE = tuple(RULES)  # the keys an admin may change on the settings page
+SECRETS = tuple(key for key, rule in RULES.items() if isinstance(rule, Secret))
 
 
 def check_url(text, *, empty_ok=False):
@@ -224,37 +348,38 @@ def check_garden(entries):
     return garden
 
 
-def _lines(form, key):
-    return [line.strip() for line in form.get(key, "").splitlines() if line.strip()]
+def cross_check(values, errors, *, needs_credentials=True):
+    """The rules across keys, on {key: value} of every editable key: {key: Invalid} reported on
+    the field the admin has to change (keys that already have an error are left alone)."""
+    found = {}
+    if not {"venue.languages", "venue.default_language"} & set(errors) \
+            and values["venue.default_language"] not in values["venue.languages"]:
+        found["venue.default_language"] = Invalid(N_("Pick one of the languages offered."))
+    if not {"venue.require_terms", "venue.terms_text", "venue.terms_url"} & set(errors) \
+            and values["venue.require_terms"] \
+            and not (values["venue.terms_text"] or values["venue.terms_url"]):
+        found["venue.require_terms"] = Invalid(
+            N_("Add the terms (text or link) before asking guests to accept them."))
+    if needs_credentials \
+            and not {"provider.login", "provider.password", "provider.apikey"} & set(errors) \
+            and not values["provider.apikey"] \
+            and not (values["provider.login"] and values["provider.password"]):
+        found["provider.login"] = Invalid(N_("Enter the provider login and password, or an API key."))
+    return found
 
 
-def _garden(form, key):
-    return check_garden(_lines(form, key))
-
-
-def _languages(form, key):
-    chosen = [lang for lang in LANGUAGES if lang in form.getlist(key)]
-    if not chosen:
-        raise Invalid(N_("Offer at least one language."))
-    return chosen
-
-
-def _region(form, key):
-    region = form.get(key, "").strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise Invalid(N_("Enter a two-letter country code such as RU, UA or KZ."))
-    return region
-
-
-def _secret(form, key, effective):
-    typed = form.get(key, "")
-    if typed.strip():
-        if len(typed.strip()) > 200:
-            raise Invalid(N_("At most %(n)s characters, please."), n=200)
-        return typed.strip()
-    if form.get(key + ".clear"):
-        return ""
-    return effective  # an empty field keeps the stored secret
+def check_all(config, *, needs_credentials=True):
+    """{key: Invalid} for the editable keys of a loaded config (config.problems reports them)."""
+    values, errors = {}, {}
+    for key, rule in RULES.items():
+        section, _, name = key.partition(".")
+        values[key] = config[section][name]
+        try:
+            rule.check(values[key])
+        except Invalid as exc:
+            errors[key] = exc
+    errors.update(cross_check(values, errors, needs_credentials=needs_credentials))
+    return errors
 
 
 def parse_form(form, effective):
@@ -266,41 +391,13 @@ def parse_form(form, effective):
         section, _, name = key.partition(".")
         return effective[section][name]
 
-    readers = {
-        "venue.name": _text, "venue.welcome": _text, "venue.terms_text": _text,
-        "venue.terms_url": lambda f, k: check_url(f.get(k, ""), empty_ok=True),
-        "venue.require_terms": lambda f, k: bool(f.get(k)),
-        "venue.languages": _languages,
-        "venue.default_language": lambda f, k: f.get(k, ""),
-        "portal.default_region": _region,
-        "portal.session_minutes": _number, "portal.verification_minutes": _number,
-        "portal.devices_per_phone": _number, "portal.remember_days": _number,
-        "provider.base_url": lambda f, k: check_url(f.get(k, "")),
-        "provider.fallback_urls": lambda f, k: [check_url(line) for line in _lines(f, k)],
-        "provider.login": _text,
-        "provider.password": lambda f, k: _secret(f, k, get(k)),
-        "provider.apikey": lambda f, k: _secret(f, k, get(k)),
-        "gateway.garden": _garden,
-    }
     values, errors = {}, {}
-    for key, read in readers.items():
+    for key, rule in RULES.items():
         try:
-            values[key] = read(form, key)
+            values[key] = rule.read(form, key, get(key)) if key in SECRETS else rule.read(form, key)
         except Invalid as exc:
             errors[key] = exc
-    # Rules across keys, reported on the field the admin has to change.
-    languages = values.get("venue.languages", get("venue.languages"))
-    if "venue.default_language" not in errors and values["venue.default_language"] not in languages:
-        errors["venue.default_language"] = Invalid(N_("Pick one of the languages offered."))
-    if values.get("venue.require_terms") and not (values.get("venue.terms_text")
-                                                  or values.get("venue.terms_url")):
-        errors["venue.require_terms"] = Invalid(
-            N_("Add the terms (text or link) before asking guests to accept them."))
-    if not any(key in errors for key in ("provider.login", "provider.password", "provider.apikey")):
-        if not values["provider.apikey"] and not (values["provider.login"]
-                                                  and values["provider.password"]):
-            errors["provider.login"] = Invalid(
-                N_("Enter the provider login and password, or an API key."))
+    errors.update(cross_check({key: values.get(key, get(key)) for key in RULES}, errors))
     # A stored secret is write-only: it goes only to the addresses it was entered for, so a new
     # provider address needs each stored secret typed again (or removed) on the same form.
     new_addresses = _new_addresses(values, effective, errors)

@@ -44,8 +44,8 @@ def test_bad_input_is_named_per_field_and_nothing_is_saved(app, admin):
     assert "Nothing was saved" in html
     for key, words in [
             ("venue.name", "This cannot be empty."),
-            ("portal.session_minutes", "Enter a whole number from 5 to 44640."),
-            ("portal.verification_minutes", "Enter a whole number from 1 to 30."),
+            ("portal.session_minutes", "Enter a whole number from 1 to 44640."),
+            ("portal.verification_minutes", "Enter a whole number from 1 to 60."),
             ("portal.default_region", "Enter a two-letter country code"),
             ("venue.terms_url", "Enter a full address starting with https://"),
             ("gateway.garden", "“10.0.0.1/8” has host bits set; did you mean 10.0.0.0/8?"),
