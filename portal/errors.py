@@ -1,9 +1,14 @@
 """HTTP errors in one place: friendly pages for guests, JSON under /api/."""
 
 import logging
+import math
+import time
 
 from flask import jsonify, render_template, request
-from flask_babel import lazy_gettext
+from flask_babel import lazy_gettext, ngettext
+
+from . import guest
+from .extensions import limiter
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +29,38 @@ def register(app):
         app.register_error_handler(code, render_error)
 
 
+def seconds_to_wait():
+    """Seconds until the limits this request broke let it through again, or None if unknown."""
+    # window[0] is the exact reset time (reset_at adds a second for its own rounding).
+    resets = [limit.window[0] for limit in limiter.current_limits if limit.breached]
+    return max(1, math.ceil(max(resets) - time.time())) if resets else None
+
+
+def too_many(error):
+    """429, calmly: how long to wait, in minutes rounded up; the phone form keeps the number."""
+    seconds = seconds_to_wait()
+    if seconds is None:
+        message = str(MESSAGES[429])
+    else:
+        minutes = math.ceil(seconds / 60)
+        message = ngettext("There have been many attempts from this device. "
+                           "You can try again in %(num)s minute.",
+                           "There have been many attempts from this device. "
+                           "You can try again in %(num)s minutes.", minutes)
+    headers = {"Retry-After": str(seconds)} if seconds else {}
+    if request.path.startswith("/api/"):
+        return jsonify(error=message), 429, headers
+    if request.endpoint == "guest.start":
+        return guest.form_page(request.form.get("phone", ""), status=429, headers=headers,
+                         notice=message)
+    return render_template("error.html", code=429, message=message), 429, headers
+
+
 def render_error(error):
     """The error page (JSON under /api/) in the guest's language."""
     code = getattr(error, "code", 500) or 500
+    if code == 429:
+        return too_many(error)
     if code == 500:
         log.error("unhandled error on %s", request.path, exc_info=getattr(error, "original_exception", None))
     message = str(MESSAGES.get(code, MESSAGES[500]))

@@ -3,12 +3,15 @@ venue's page and logo."""
 
 import logging
 import math
+from datetime import timezone
 from urllib.parse import urlsplit
 
 import requests
+import segno
 from flask import (Blueprint, Response, abort, g, jsonify, redirect, render_template, request,
                    url_for)
-from flask_babel import gettext, lazy_gettext, ngettext
+from markupsafe import Markup
+from flask_babel import format_time, gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import captive, opennds, phone, routers, services, sessions, settings, verification
@@ -21,7 +24,8 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("guest", __name__)
 
-# What a guest is told when the provider refuses; the operator sees the code in the log.
+# What a guest is told when the provider refuses; the operator sees the code in the log. Only
+# code 1 is about the number typed (shown at the field); the others are the service's trouble.
 PROVIDER_MESSAGES = {
     1: (400, lazy_gettext("The phone service did not accept this number. Check it and try again.")),
     2: (503, lazy_gettext("Phone sign-in is not working on this Wi-Fi right now. "
@@ -123,17 +127,41 @@ def going_to():
     return captive.continue_url(request.values.get("continue", "") or routers.continue_url())
 
 
+def time_left(ends_at):
+    """How long a session still runs, as people say it: "until 16:02, 4 more hours" rather than
+    "239 minutes". Rounded up, so it never shows less than is left; the clock time is in the
+    portal's local time zone (the venue's)."""
+    seconds = sessions.seconds_until(ends_at)
+    minutes = max(1, math.ceil(seconds / 60))
+    if minutes >= 48 * 60:
+        days = math.ceil(minutes / (24 * 60))
+        return ngettext("This device is online for about %(num)s more day.",
+                        "This device is online for about %(num)s more days.", days)
+    until = format_time(ends_at.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None),
+                        "HH:mm", rebase=False)
+    if minutes <= 90:
+        return ngettext("This device is online until %(time)s, %(num)s more minute.",
+                        "This device is online until %(time)s, %(num)s more minutes.", minutes,
+                        time=until)
+    hours = math.ceil(minutes / 60)
+    return ngettext("This device is online until %(time)s, about %(num)s more hour.",
+                    "This device is online until %(time)s, about %(num)s more hours.", hours,
+                    time=until)
+
+
 def online_page(session, continue_url=""):
     """The 'you are online' page for a device with an open session."""
     return render_template("online.html", session=session,
                            continue_url=continue_url or going_to(),
-                           minutes_left=max(1, sessions.seconds_until(session.ends_at) // 60))
+                           time_left=time_left(session.ends_at))
 
 
-def form_page(typed="", errors=None, status=200, headers=None):
-    """The phone form, keeping what was typed and showing each field's error next to it."""
+def form_page(typed="", errors=None, status=200, headers=None, notice=""):
+    """The phone form, keeping what was typed and showing each field's error next to it; notice
+    is a message about the service (busy, provider trouble, too many attempts), not the fields."""
+    region = settings.current()["portal"]["default_region"]
     page = render_template("index.html", phone=typed[:phone.MAX_INPUT_LENGTH], errors=errors or {},
-                           continue_url=going_to())
+                           notice=notice, example=phone.example(region), continue_url=going_to())
     return page, status, headers or {}
 
 
@@ -171,7 +199,7 @@ def start():
     typed, number = typed_phone()
     errors = {}
     if isinstance(number, phone.InvalidPhone):
-        errors["phone"] = gettext(str(number))
+        errors["phone"] = gettext(str(number), **number.params)
     if effective["venue"]["require_terms"] and request.form.get("accept_terms") != "yes":
         errors["terms"] = str(TERMS_MESSAGE)
     if errors:
@@ -192,7 +220,7 @@ def start():
     # fast provider frees a slot within milliseconds, so wait that long).
     if not svc.provider_slots.acquire(timeout=PROVIDER_SLOT_WAIT_SECONDS):
         log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
-        return form_page(typed, {"phone": str(BUSY_MESSAGE)}, 503)
+        return form_page(typed, status=503, notice=str(BUSY_MESSAGE))
     g.callpass_asked_provider = True
     try:
         row = verification.start_verification(
@@ -200,10 +228,12 @@ def start():
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
         status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
-        return form_page(typed, {"phone": str(message)}, status)
+        if exc.code == 1:
+            return form_page(typed, {"phone": str(message)}, status)
+        return form_page(typed, status=status, notice=str(message))
     except ProviderUnavailable as exc:
         log.warning("provider unavailable: %s", exc)
-        return form_page(typed, {"phone": str(UNAVAILABLE_MESSAGE)}, 503)
+        return form_page(typed, status=503, notice=str(UNAVAILABLE_MESSAGE))
     except verification.PhoneWaiting as exc:  # another device got there while we asked
         return phone_busy(typed, exc.row)
     finally:
@@ -256,6 +286,24 @@ def phone_busy(typed, waiting):
     return form_page(typed, {"phone": message}, 409)
 
 
+def device_kind():
+    """"iphone", "android", "phone" (another phone) or "computer", from the User-Agent: which hints
+    the wait page shows (the iPhone sheet's quirks to iPhones, a QR code to laptops)."""
+    agent = request.user_agent.string
+    if any(word in agent for word in ("iPhone", "iPad", "iPod")):
+        return "iphone"
+    if "Android" in agent:
+        return "android"
+    return "phone" if "Mobi" in agent else "computer"
+
+
+def dial_code(e164):
+    """A QR code opening the dialler at e164 (`tel:` URI), as inline SVG: nothing to load."""
+    code = segno.make(f"tel:{e164}", error="m")
+    return Markup(code.svg_inline(scale=5, border=2, svgclass="qr", lineclass=None,
+                                  title=f"tel:{e164}"))
+
+
 def wait_url(token):
     """The wait page's address, carrying where the guest was going."""
     kept = going_to()
@@ -275,7 +323,11 @@ def wait(token):
     if router_login:
         parts = urlsplit(router_login["action"])
         g.callpass_form_target = f"{parts.scheme}://{parts.netloc}"
+    device = device_kind()
     return render_template("wait.html", v=row, stage=stage, router_login=router_login,
+                           device=device,
+                           dial_code=dial_code(row.call_number)
+                           if stage == "pending" and device == "computer" else None,
                            call_number=phone.for_dialling(row.call_number),
                            caller=phone.for_dialling(row.phone),
                            seconds_left=verification.seconds_left(row),

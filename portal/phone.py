@@ -18,7 +18,21 @@ CALLABLE_TYPES = {
 
 
 class InvalidPhone(ValueError):
-    """The input is not a phone number a guest could call from; str() is the guest-facing reason."""
+    """The input is not a phone number a guest could call from.
+
+    str() is the guest-facing reason (an N_-marked msgid); `params` fill its placeholders."""
+
+    def __init__(self, reason, **params):
+        super().__init__(reason)
+        self.params = params
+
+
+def example(region):
+    """A mobile number of region as a guest would type it, for the placeholder and the hints
+    ("+380 50 123 4567" for UA); a Russian one for a region without an example."""
+    number = (phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
+              or phonenumbers.example_number_for_type("RU", PhoneNumberType.MOBILE))
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def normalise(text, region):
@@ -27,13 +41,15 @@ def normalise(text, region):
     if not text:
         raise InvalidPhone(N_("Enter your phone number."))
     if len(text) > MAX_INPUT_LENGTH or any(ch not in "+0123456789 ()-." for ch in text):
-        raise InvalidPhone(N_("Use digits only, for example +7 916 123-45-67."))
+        raise InvalidPhone(N_("Type the number with digits; spaces, dashes, brackets and a + "
+                              "are fine, for example %(example)s."), example=example(region))
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException:
         raise InvalidPhone(N_("This does not look like a phone number.")) from None
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhone(N_("This number is not valid. Check the country code and the digits."))
+        raise InvalidPhone(N_("This is not a valid phone number. Check the country code and "
+                              "the digits."))
     if phonenumbers.number_type(number) not in CALLABLE_TYPES:
         raise InvalidPhone(N_("Use the number of the phone you will call from."))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,8 +1,10 @@
 """The guest's path through the portal with the real simulator as provider and a recording firewall."""
 
+import re
+
 from conftest import GUEST_MAC
 
-from portal import storage
+from portal import settings, storage
 from sqlalchemy import select
 
 
@@ -75,7 +77,9 @@ def test_starting_verifications_is_rate_limited_per_phone_and_device(app, guest,
         codes.append(guest.start("+79161234567").status_code)
         close_window(app, guest.token)
     assert codes == [303, 303, 303, 429]
-    assert "Too many attempts" in guest.start("+79161234567").get_data(as_text=True)
+    page = guest.start("+79161234567").get_data(as_text=True)
+    assert re.search(r"You can try again in (9|10) minutes\.", page)  # 3 per 10 minutes
+    assert 'value="+79161234567"' in page
     other = make_guest("10.77.0.21", "02:cc:00:00:01:21")
     assert other.start("+79161234567").status_code == 303
 
@@ -123,3 +127,18 @@ def test_only_attempts_that_reach_the_provider_count_against_the_limits(guest, a
     codes = [guest.start(f"+7916123456{i}").status_code for i in range(5)]
     assert codes == [303] * 4 + [429]
     assert "X-Provider-Code" not in guest.start("+79161234560").headers
+
+
+def test_the_form_follows_the_venues_region(app, guest):
+    """A Ukrainian venue shows a Ukrainian example, in the placeholder and in the hint."""
+    settings.save(app.extensions["callpass"], {"portal.default_region": "UA"}, "test")
+    assert 'placeholder="+380 50 123 4567"' in guest.client.get("/").get_data(as_text=True)
+    page = guest.start("050-123-4567 доб.").get_data(as_text=True)
+    assert "for example +380 50 123 4567." in page
+
+
+def test_provider_trouble_is_a_notice_not_an_error_at_the_phone_field(guest, simulator):
+    simulator.state.set_knobs(error_code=2)
+    page = guest.start("+79161234567").get_data(as_text=True)
+    assert 'id="notice" role="alert">Phone sign-in is not working' in page
+    assert "aria-invalid" not in page and 'value="+79161234567"' in page

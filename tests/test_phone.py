@@ -30,3 +30,20 @@ def test_provider_numbers_and_dialling_format():
     assert phone.from_provider("7 (495) 123-45-67") == "+74951234567"
     assert phone.from_provider("") is None
     assert phone.for_dialling("+74951234567") == "+7 495 123-45-67"
+
+
+@pytest.mark.parametrize("region, shown", [("RU", "+7 912 345-67-89"), ("UA", "+380 50 123 4567"),
+                                           ("KZ", "+7 771 000 9998")])
+def test_the_example_is_the_regions_and_is_itself_accepted(region, shown):
+    assert phone.example(region) == shown
+    phone.normalise(shown, region)  # the hint never contradicts the check
+
+
+def test_reasons_say_what_is_wrong():
+    with pytest.raises(phone.InvalidPhone) as caught:
+        phone.normalise("123", "RU")
+    assert str(caught.value).startswith("This is not a valid phone number.")
+    with pytest.raises(phone.InvalidPhone) as caught:
+        phone.normalise("050 123 4567 ext", "UA")
+    assert caught.value.params == {"example": "+380 50 123 4567"}
+    assert (str(caught.value) % caught.value.params).endswith("for example +380 50 123 4567.")
