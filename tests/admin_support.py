@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from serve_support import write_config
 from sqlalchemy import select
 
 from portal import auth, settings, storage
@@ -25,6 +26,14 @@ def sign_in(client, name=ADMIN_NAME, password=ADMIN_PASSWORD):
     """Submit the login form; returns the response."""
     return client.post("/admin/login", data={"name": name, "password": password,
                                              "csrf_token": csrf_token(client)})
+
+
+def command_config(tmp_path, app, sections=None):
+    """A config file for the commands (`callpass admin …`, `purge`, `check-config`) pointing at
+    the app's database; returns its path as a string."""
+    database = app.extensions["callpass"].engine.url.database
+    return str(write_config(tmp_path / "callpass.toml", database=database, firewall="noop",
+                            sections=sections))
 
 
 class Admin:

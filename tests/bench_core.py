@@ -67,7 +67,7 @@ def wait_http(url, seconds=30):
 class Stack:
     """serve + the simulator as a process, on loopback; the firewall script optional (namespace)."""
 
-    def __init__(self, folder, arp_entries, script=None, noop=False, extra=""):
+    def __init__(self, folder, arp_entries, script=None, noop=False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port, self.sim_port = free_port(), free_port()
@@ -75,10 +75,7 @@ class Stack:
         self.config = write_config(
             self.folder / "callpass.toml", port=self.port, database=self.folder / "db.sqlite3",
             provider_url=self.sim_url, arp=write_arp(self.folder / "arp", arp_entries),
-            script=script or "/bin/false", extra=extra)
-        if noop:
-            text = self.config.read_text().replace('firewall = "script"', 'firewall = "noop"')
-            self.config.write_text(text)
+            firewall="noop" if noop else "script", script=script or "/bin/false")
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self):

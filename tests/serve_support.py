@@ -1,6 +1,7 @@
 """Run `callpass serve` as a real process on loopback, as an operator would, for the tests that
 need the production server (waitress, the firewall worker, the maintenance thread)."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import requests
 
 TOKEN = "serve-test-token-0123456789"
 SECRET = "serve-test-secret"
+SECRET_KEY = "k" * 40  # portal.secret_key
 
 # A stand-in firewall script with the real one's interface (apply on stdin, list as JSON) that
 # keeps its set in a JSON file and fails or hangs on demand (the word in the file `mode`).
@@ -58,40 +60,45 @@ def fake_script(folder, mode="ok"):
     return script
 
 
-def write_config(path, *, port, database, provider_url, script, arp=None, extra="",
-                 listen_host="127.0.0.1", public_host="127.0.0.1", gateway_extra=""):
-    """A complete config for `serve`; arp None reads the kernel's own neighbour table. extra
-    goes into [portal], gateway_extra into [gateway]."""
-    neighbours = f'neighbour_table = "{arp}"' if arp else ""
-    path.write_text(f"""
-[portal]
-listen = "{listen_host}:{port}"
-public_url = "http://{public_host}:{port}/"
-secret_key = "{'k' * 40}"
-database = "sqlite:///{database}"
-{neighbours}
-limit_per_device = "1000 per minute"
-limit_per_phone = "1000 per minute"
-{extra}
-[provider]
-base_url = "{provider_url}"
-fallback_urls = []
-login = "venue"
-password = "venue-password"
-timeout_seconds = 20
+def write_config(path, *, database, port=8080, provider_url="http://127.0.0.1:9",
+                 firewall="script", script=None, arp=None, listen_host="127.0.0.1",
+                 public_host="127.0.0.1", sections=None):
+    """Write a complete, safe config file (for `serve` and the other commands); returns path.
 
-[callback]
-token = "{TOKEN}"
-signature = "md5"
-secret = "{SECRET}"
-
-[gateway]
-firewall = "script"
-script = "{script}"
-script_timeout_seconds = 2
-{gateway_extra}
-""")
+    database is the SQLite file; script the firewall script (for firewall "script"); arp None
+    reads the kernel's own neighbour table. sections adds keys and sections, e.g.
+    {"portal": {"session_minutes": 30}, "radius": {...}}; its keys win over the ones here.
+    """
+    config = {
+        "portal": {"listen": f"{listen_host}:{port}", "public_url": f"http://{public_host}:{port}/",
+                   "secret_key": SECRET_KEY, "database": f"sqlite:///{database}",
+                   "limit_per_device": "1000 per minute", "limit_per_phone": "1000 per minute"},
+        "provider": {"base_url": provider_url, "fallback_urls": [], "login": "venue",
+                     "password": "venue-password", "timeout_seconds": 20},
+        "callback": {"token": TOKEN, "signature": "md5", "secret": SECRET},
+        "gateway": {"firewall": firewall, "script_timeout_seconds": 2},
+    }
+    if arp:
+        config["portal"]["neighbour_table"] = arp
+    if script:
+        config["gateway"]["script"] = script
+    for section, keys in (sections or {}).items():
+        config.setdefault(section, {}).update(keys)
+    path.write_text("\n".join(f"[{section}]\n" + "".join(f"{key} = {toml_value(value)}\n"
+                                                        for key, value in keys.items())
+                              for section, keys in config.items()))
     return path
+
+
+def toml_value(value):
+    """value (a string or path, number, bool or list of them) as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
 
 
 def write_arp(path, entries):

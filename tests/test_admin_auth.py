@@ -4,31 +4,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from admin_support import (ADMIN_NAME, ADMIN_PASSWORD, admin, audit_rows,  # noqa: F401
-                           csrf_token, settings_form, sign_in, stored_settings)
-from conftest import CALLBACK_SECRET, CALLBACK_TOKEN, GUEST_MAC
+                           command_config, csrf_token, settings_form, sign_in, stored_settings)
+from conftest import GUEST_MAC
 from portal import auth, create_app, storage
 from portal.cli import main
-
-
-def write_config(tmp_path, app):
-    """A config file for the commands, pointing at the app's database."""
-    cfg = app.extensions["callpass"].config
-    path = tmp_path / "callpass.toml"
-    path.write_text(f"""
-[portal]
-secret_key = "{'k' * 32}"
-database = "{cfg['portal']['database']}"
-[callback]
-token = "{CALLBACK_TOKEN}"
-signature = "md5"
-secret = "{CALLBACK_SECRET}"
-[provider]
-login = "venue"
-password = "pw"
-[gateway]
-firewall = "noop"
-""")
-    return str(path)
 
 
 def admin_rows(app):
@@ -37,7 +16,7 @@ def admin_rows(app):
 
 
 def test_admin_add_reads_stdin_and_stores_only_a_slow_hash(app, client, tmp_path):
-    config = write_config(tmp_path, app)
+    config = command_config(tmp_path, app)
     result = CliRunner().invoke(main, ["admin", "add", "anna", "--config", config],
                                 input="a long enough secret\n")
     assert result.exit_code == 0, result.output
@@ -55,7 +34,7 @@ def test_admin_add_reads_stdin_and_stores_only_a_slow_hash(app, client, tmp_path
 
 
 def test_admin_add_refuses_weak_passwords_and_taken_names(app, tmp_path):
-    config = write_config(tmp_path, app)
+    config = command_config(tmp_path, app)
     short = CliRunner().invoke(main, ["admin", "add", "anna", "--config", config], input="short\n")
     assert short.exit_code == 1
     assert "at least 10 characters" in short.output
@@ -77,7 +56,7 @@ def test_admin_add_refuses_weak_passwords_and_taken_names(app, tmp_path):
 def test_admin_passwd_signs_out_open_browsers(app, admin, tmp_path):
     assert admin.get("/admin/").status_code == 200
     result = CliRunner().invoke(main, ["admin", "passwd", ADMIN_NAME, "--config",
-                                       write_config(tmp_path, app)], input="a brand new secret\n")
+                                       command_config(tmp_path, app)], input="a brand new secret\n")
     assert result.exit_code == 0, result.output
     assert admin.get("/admin/").status_code == 303  # the old session is gone
     assert sign_in(admin.client, ADMIN_NAME, ADMIN_PASSWORD).status_code == 401

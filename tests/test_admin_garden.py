@@ -4,11 +4,11 @@ networks, a bounded number of them, from the settings page and from the config f
 import pytest
 from click.testing import CliRunner
 
-from admin_support import admin, audit_rows, settings_form, stored_settings  # noqa: F401
+from admin_support import (admin, audit_rows, command_config, settings_form,  # noqa: F401
+                           stored_settings)
 from portal import config as config_module
 from portal import settings
 from portal.cli import main
-from test_admin_auth import write_config
 
 HALVES = ["0.0.0.0/1\n128.0.0.0/1", "::/1\n8000::/1", "10.0.0.0/15", "2001:db8::/31"]
 
@@ -52,9 +52,8 @@ def test_the_garden_holds_at_most_64_entries(app, admin, firewall):
 
 
 def test_the_config_check_and_serve_refuse_a_wide_garden(app, tmp_path):
-    path = write_config(tmp_path, app)
-    with open(path, "a") as fh:
-        fh.write('garden = ["203.0.113.0/24", "0.0.0.0/1", "128.0.0.0/1"]\n')
+    path = command_config(tmp_path, app, sections={
+        "gateway": {"garden": ["203.0.113.0/24", "0.0.0.0/1", "128.0.0.0/1"]}})
     for command in ("check-config", "serve"):
         result = CliRunner().invoke(main, [command, "--config", path])
         assert result.exit_code == 2, (command, result.output)

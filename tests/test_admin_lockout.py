@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from admin_support import ADMIN_NAME, ADMIN_PASSWORD, audit_rows, csrf_token, sign_in
+from admin_support import (ADMIN_NAME, ADMIN_PASSWORD, audit_rows, command_config, csrf_token,
+                           sign_in)
 from portal import admin as admin_module
 from portal import auth, storage
 from portal.cli import main
-from test_admin_auth import write_config
 
 ACCOUNT_LOCKED = ("Too many failed sign-ins to this account. Try again after {time} (in {minutes} "
                   "min). A browser that has signed in to this account before can sign in now.")
@@ -152,7 +152,7 @@ def test_a_new_password_lifts_the_lock(app, account, tmp_path):
         guess(app, next(source))
     assert guess(app, next(source), ADMIN_PASSWORD).status_code == 429
     result = CliRunner().invoke(main, ["admin", "passwd", ADMIN_NAME, "--config",
-                                       write_config(tmp_path, app)], input="a brand new secret\n")
+                                       command_config(tmp_path, app)], input="a brand new secret\n")
     assert result.exit_code == 0, result.output
     assert "sign-in lock, if any, is lifted" in result.output
     assert guess(app, next(source), "a brand new secret").status_code == 303
@@ -186,7 +186,7 @@ def test_a_new_password_ends_a_copied_session(app, account, tmp_path):
     sign_in(real)
     thief = copy_of(app, real)
     result = CliRunner().invoke(main, ["admin", "passwd", ADMIN_NAME, "--config",
-                                       write_config(tmp_path, app)], input="a brand new secret\n")
+                                       command_config(tmp_path, app)], input="a brand new secret\n")
     assert result.exit_code == 0, result.output
     assert not is_signed_in(thief) and not is_signed_in(real)
     with app.extensions["callpass"].engine.connect() as conn:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from netns import Topology, requirements_missing
 from serve_support import SECRET, TOKEN, write_config
 
@@ -44,8 +45,8 @@ def portal(topo, tmp_path):
     config = tmp_path / "callpass.toml"
     write_config(config, port=PORTAL_PORT, database=tmp_path / "callpass.sqlite3",
                  provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", script=SCRIPT,
-                 extra="session_minutes = 30", listen_host="0.0.0.0", public_host=topo.gateway.ip,
-                 gateway_extra=f'garden = ["{GARDEN}"]')
+                 listen_host="0.0.0.0", public_host=topo.gateway.ip,
+                 sections={"portal": {"session_minutes": 30}, "gateway": {"garden": [GARDEN]}})
     logs = (tmp_path / "serve.log").open("w"), (tmp_path / "sim.log").open("w")
     try:
         topo.popen("upstream", sys.executable, "-m", "portal", "simulator",
@@ -56,10 +57,10 @@ def portal(topo, tmp_path):
         topo.popen("gateway", sys.executable, "-m", "portal", "serve", "--config", str(config),
                    stdout=logs[0], stderr=logs[0], cwd=ROOT)
         url = f"http://{topo.gateway.ip}:{PORTAL_PORT}"
-        assert wait_for(lambda: curl(topo, "gateway", f"{url}/healthz")[0] == 0), \
+        assert wait_until(lambda: curl(topo, "gateway", f"{url}/healthz")[0] == 0, seconds=20), \
             (tmp_path / "serve.log").read_text()
         # callpass resolved the provider's host and keeps guests away from it.
-        assert wait_for(lambda: topo.provider_ip in nft_set(topo, "provider4")), \
+        assert wait_until(lambda: topo.provider_ip in nft_set(topo, "provider4"), seconds=20), \
             (tmp_path / "serve.log").read_text()
         with topo.http_server("upstream", 80, body=INTERNET_BODY, ip=topo.upstream.ip):
             yield url
@@ -73,14 +74,6 @@ def curl(topo, host, *args, timeout=4):
     done = topo.run(host, "curl", "-s", "--max-time", str(timeout), *args, timeout=timeout + 5)
     return done.returncode, done.stdout
 
-
-def wait_for(predicate, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def nft_set(topo, name):
@@ -163,7 +156,7 @@ def test_a_flushed_ruleset_is_put_back_within_15_seconds(topo, portal, tmp_path)
                 and topo.provider_ip in nft_set(topo, "provider4")
                 and GARDEN in nft_set(topo, "garden4"))
 
-    assert wait_for(is_back, seconds=15), (tmp_path / "serve.log").read_text()
+    assert wait_until(is_back, seconds=15), (tmp_path / "serve.log").read_text()
     assert time.monotonic() - flushed < 15
     assert is_captive(topo, "guest2")  # the unverified guest is blocked again
     assert curl(topo, "guest1", f"http://{topo.upstream.ip}/") == (0, INTERNET_BODY)

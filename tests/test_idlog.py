@@ -8,10 +8,9 @@ from datetime import datetime, timedelta, timezone
 from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
-from admin_support import admin, audit_rows  # noqa: F401
+from admin_support import admin, audit_rows, command_config  # noqa: F401
 from conftest import GUEST_MAC, wait_until
 from portal import cli, idlog, storage
-from test_admin_auth import write_config
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, tzinfo=timezone.utc)
 
@@ -147,7 +146,7 @@ def test_purge_command_and_the_daily_maintenance(app, tmp_path):
     engine = app.extensions["callpass"].engine
     old = datetime.now(timezone.utc) - timedelta(days=190)
     add_session(engine, started=old, mac="02:cc:00:00:00:01")
-    result = CliRunner().invoke(cli.main, ["purge", "--config", write_config(tmp_path, app)])
+    result = CliRunner().invoke(cli.main, ["purge", "--config", command_config(tmp_path, app)])
     assert result.exit_code == 0, result.output
     assert "1 sessions, 1 verifications, 0 notifications" in result.output
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from conftest import wait_until
 from netns import Topology, requirements_missing
 from opennds_support import GATEWAY_PORT, OpenNDSGateway, opennds_missing
 from serve_support import SECRET, TOKEN, write_config
@@ -53,15 +54,12 @@ def gw(tmp_path_factory):
             for guest in ("guest1", "guest2"):
                 assert nds.lease(guest), nds.dnsmasq_log_path.read_text()
             database = folder / "callpass.sqlite3"
-            config = write_config(folder / "callpass.toml", port=PORTAL_PORT, database=database,
-                                  provider_url=f"http://{topo.provider_ip}:{SIM_PORT}",
-                                  script="/nonexistent", listen_host="0.0.0.0",
-                                  public_host=topo.gateway.ip,
-                                  extra=f"session_minutes = {SESSION_MINUTES}")
-            ndsctl = " ".join(nds.ndsctl_prefix())
-            config.write_text(config.read_text().replace('firewall = "script"',
-                                                         'firewall = "opennds"')
-                              + f'\n[opennds]\nfaskey = "{FASKEY}"\nndsctl = "{ndsctl}"\n')
+            config = write_config(
+                folder / "callpass.toml", port=PORTAL_PORT, database=database,
+                provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", listen_host="0.0.0.0",
+                public_host=topo.gateway.ip, firewall="opennds", sections={
+                    "portal": {"session_minutes": SESSION_MINUTES},
+                    "opennds": {"faskey": FASKEY, "ndsctl": " ".join(nds.ndsctl_prefix())}})
             log_path = folder / "serve.log"
             with log_path.open("w") as log:
                 topo.popen("upstream", sys.executable, "-m", "portal", "simulator",
@@ -75,7 +73,8 @@ def gw(tmp_path_factory):
             topo.nds = nds
             topo.log_path = log_path
             topo.engine = storage.connect(f"sqlite:///{database}")
-            assert wait_for(lambda: curl(topo, "gateway", f"{topo.portal}/healthz")[0] == 0), \
+            assert wait_until(lambda: curl(topo, "gateway", f"{topo.portal}/healthz")[0] == 0,
+                              seconds=20), \
                 log_path.read_text()
             with topo.http_server("upstream", 80, body=INTERNET_BODY, ip=topo.upstream.ip):
                 yield topo
@@ -97,14 +96,6 @@ def curl(topo, host, *args, timeout=4):
                     *args, timeout=timeout + 5)
     return done.returncode, done.stdout
 
-
-def wait_for(predicate, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def location(headers):
@@ -184,7 +175,7 @@ def test_guest_gets_online_through_opennds_without_doing_anything_more(gw, tmp_p
     place_call(gw, "+79161234567")
 
     # Guest 1 is online without its browser doing anything more: the backend's ndsctl auth.
-    assert wait_for(lambda: reaches_internet(gw, "guest1"), seconds=15), gw.log_path.read_text()
+    assert wait_until(lambda: reaches_internet(gw, "guest1"), seconds=15), gw.log_path.read_text()
     assert authenticated(gw) == {gw.guest1.mac}
     entry = json.loads(gw.nds.ndsctl("json", gw.guest1.mac).stdout)
     assert -10 <= int(entry["session_end"]) - time.time() - SESSION_MINUTES * 60 <= 60
@@ -207,7 +198,7 @@ def test_guest_gets_online_through_opennds_without_doing_anything_more(gw, tmp_p
 
     # Ended from the admin side: the worker deauthenticates guest 1 at once.
     end_sessions(gw, gw.guest1.mac)
-    assert wait_for(lambda: not reaches_internet(gw, "guest1"), seconds=10)
+    assert wait_until(lambda: not reaches_internet(gw, "guest1"), seconds=10)
     assert is_captive(gw, "guest1") and is_captive(gw, "guest2")
     assert authenticated(gw) == set()
 
@@ -234,14 +225,14 @@ def test_a_forged_fas_naming_guest1_sent_from_guest2_opens_nothing_for_guest1(gw
     # Even once the call comes, only the caller's own device is let through, never guest 1,
     # and its wait page does not send it anywhere with the forged values.
     place_call(gw, "+79161112233")
-    assert wait_for(lambda: reaches_internet(gw, "guest2"), seconds=15), gw.log_path.read_text()
+    assert wait_until(lambda: reaches_internet(gw, "guest2"), seconds=15), gw.log_path.read_text()
     assert authenticated(gw) == {gw.guest2.mac}
     assert is_captive(gw, "guest1")
     code, page = curl(gw, "guest2", "-b", str(jar), f"{gw.portal}/wait/{token}")
     assert code == 0 and "You are online" in page and "opennds_auth" not in page
 
     end_sessions(gw, gw.guest2.mac)
-    assert wait_for(lambda: not reaches_internet(gw, "guest2"), seconds=10)
+    assert wait_until(lambda: not reaches_internet(gw, "guest2"), seconds=10)
     assert authenticated(gw) == set()
 
 

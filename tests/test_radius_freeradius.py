@@ -15,8 +15,8 @@ import requests
 from conftest import wait_until
 from radius_support import SECRET as RADIUS_SECRET
 from radius_support import FreeRadius, SourceProxy, free_udp_port
-from serve_support import (SECRET, TOKEN, ServeProcess, fake_script, free_port, write_arp,
-                           write_config)
+from serve_support import (SECRET, SECRET_KEY, TOKEN, ServeProcess, fake_script, free_port,
+                           write_arp, write_config)
 from sqlalchemy import select
 
 from portal import radius, sessions, storage
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.skipif(
            "(deploy/install-system-packages --tests)")
 
 RADIUS_TOKEN = "freeradius-test-token-0123456789"
-SECRET_KEY = "k" * 40  # write_config's portal.secret_key: the one-time router passwords use it
 ADMIN_PASSWORD = "correct horse battery"
 # Each guest has its own loopback address, which the neighbour table maps to its MAC.
 GUESTS = {
@@ -56,19 +55,12 @@ class Venue:
             folder / "callpass.toml", port=self.port, database=self.database,
             provider_url=self.simulator.url, script=fake_script(folder / "fw"),
             arp=write_arp(folder / "arp", {ip: mac for ip, mac, _ in GUESTS.values()}),
-            extra="session_minutes = 60")
-        # The RADIUS backend (the router asks) and its section; no NAS answers on coa_port.
-        self.config.write_text(
-            self.config.read_text().replace('firewall = "script"', 'firewall = "radius"')
-            + f"""
-[radius]
-token = "{RADIUS_TOKEN}"
-clients = ["127.0.0.1/32"]
-secret = "{RADIUS_SECRET}"
-coa_port = {free_udp_port()}
-idle_timeout_seconds = 600
-rate_limit = "2M/4M"
-""")
+            # The RADIUS backend (the router asks) and its section; no NAS answers on coa_port.
+            firewall="radius", sections={
+                "portal": {"session_minutes": 60},
+                "radius": {"token": RADIUS_TOKEN, "clients": ["127.0.0.1/32"],
+                           "secret": RADIUS_SECRET, "coa_port": free_udp_port(),
+                           "idle_timeout_seconds": 600, "rate_limit": "2M/4M"}})
         self.serve = ServeProcess(self.config, folder / "serve.log").start(self.port)
         self.engine = storage.connect(f"sqlite:///{self.database}")
         self.radius = FreeRadius(folder / "freeradius", self.url, RADIUS_TOKEN).start()

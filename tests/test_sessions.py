@@ -5,6 +5,7 @@ import sys
 from datetime import timedelta
 
 from conftest import open_session, settle
+from serve_support import write_config
 
 from portal import firewall_sync, sessions, storage
 
@@ -53,18 +54,8 @@ def test_a_new_session_replaces_the_old_one_of_that_mac(app, firewall):
 
 
 def test_fw_sync_command(tmp_path):
-    config = tmp_path / "c.toml"
-    config.write_text(f"""
-[portal]
-secret_key = "{'k' * 32}"
-database = "sqlite:///{tmp_path / 'db.sqlite3'}"
-[provider]
-apikey = "key"
-[callback]
-token = "{'t' * 24}"
-[gateway]
-firewall = "noop"
-""")
+    config = write_config(tmp_path / "callpass.toml", database=tmp_path / "db.sqlite3",
+                          firewall="noop")
     done = subprocess.run([sys.executable, "-m", "portal", "fw-sync", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -22,9 +22,8 @@ def portal(tmp_path):
                                 secret=SECRET, signature="md5",
                                 login="venue", password="venue-password").start()
     config = write_config(tmp_path / "callpass.toml", port=port, database=tmp_path / "db.sqlite3",
-                          provider_url=simulator.url, script="/bin/true",
+                          provider_url=simulator.url, firewall="noop",
                           arp=write_arp(tmp_path / "arp", {"127.0.0.1": "02:cc:00:00:00:01"}))
-    config.write_text(config.read_text().replace('firewall = "script"', 'firewall = "noop"'))
     serve = ServeProcess(config, tmp_path / "serve.log").start(port)
     yield port, simulator
     serve.stop()
