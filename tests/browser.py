@@ -1,8 +1,8 @@
 """Real headless Chromium (Debian's /usr/bin/chromium) driven by Playwright, for page tests.
 
-Usage in a test module:
-    from browser import chromium_page          # fixture factory, see below
-Screenshots go to artifacts/screenshots/ (git-ignored).
+conftest loads this module as a plugin (pytest_plugins), so every test module can ask for the
+fixtures `browser` (one Chromium for the session) and `phone_page` (a fresh phone-sized page).
+`screenshot(page, name)` saves to artifacts/screenshots/ (git-ignored).
 """
 
 import os

@@ -5,14 +5,13 @@ import os
 import time
 
 import pytest
-import requests
 
 from portal import config as config_module
 from portal import create_app, sessions, storage
 from portal.firewall import NoopFirewall
 from portal.simulator import SimulatorServer
 
-from browser import browser, phone_page  # noqa: F401  (fixtures for every test module)
+pytest_plugins = ["browser"]  # its fixtures, browser and phone_page, for every test module
 
 CALLBACK_TOKEN = "test-callback-token-0123456789"
 CALLBACK_SECRET = "test-checksum-secret"
@@ -162,12 +161,6 @@ def wait_until(predicate, seconds=10.0, interval=0.1):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
-
-
-def http_get(url, **kw):
-    kw.setdefault("timeout", 5)
-    with requests.Session() as s:
-        return s.get(url, **kw)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 import netns
 
@@ -402,21 +403,13 @@ def test_one_guest_holds_at_most_32_portal_connections_others_still_connect(topo
         # which that connection does not know: to the guest it is no answer.)
         assert web(topo, "guest1", f"http://{UPSTREAM}/") == "dropped"
         assert ask(guest1, "close 1") == "closed"
-        assert wait_until_true(lambda: ask(guest1, "open 1") == "1")
+        assert wait_until(lambda: ask(guest1, "open 1") == "1", seconds=5)
         assert ask(guest1, "open 1") == "0"
 
     # From the uplink side (the provider's callback) nothing is counted.
     with python(topo, "upstream", CONNECTIONS, topo.gateway_wan_ip, str(PORTAL_PORT)) as wan:
         assert ask(wan, "open 40") == "40"
 
-
-def wait_until_true(predicate, seconds=5):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.netns

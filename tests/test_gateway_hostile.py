@@ -9,10 +9,10 @@ on real nftables, the simulator upstream (see tests/netns.py for the plan).
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from netns import Topology, requirements_missing
 from serve_support import SECRET, TOKEN, write_config
 
@@ -65,7 +65,8 @@ def gateway(tmp_path):
         topo.popen("gateway", sys.executable, "-m", "portal", "serve", "--config", str(config),
                    stdout=log, stderr=log, cwd=ROOT)
         topo.portal = f"http://{topo.gateway.ip}:{PORTAL_PORT}"
-        assert wait_for(lambda: curl(topo, "gateway", f"{topo.portal}/healthz")[0] == 0), \
+        assert wait_until(lambda: curl(topo, "gateway", f"{topo.portal}/healthz")[0] == 0,
+                          seconds=20), \
             (tmp_path / "serve.log").read_text()
         with topo.http_server("upstream", 80, body=INTERNET_BODY):
             yield topo
@@ -84,14 +85,6 @@ def timed_curl(topo, host, *args):
     body, _, seconds = out.rpartition("\n")
     return code, body, float(seconds or "nan")
 
-
-def wait_for(predicate, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def ask(topo, guest, phone):
@@ -121,8 +114,8 @@ def test_typing_someone_elses_number_gets_an_attacker_nothing(gateway):
     code, answer = curl(topo, "upstream", "--data", "phone=79161234567",
                         f"http://{topo.provider_ip}:{SIM_PORT}/sim/call", timeout=15)
     assert code == 0 and json.loads(answer)["status"] == 200, answer
-    assert wait_for(lambda: json.loads(curl(topo, "guest1", f"{topo.portal}/api/verifications/"
-                                             f"{token}")[1])["access"] == "online")
+    assert wait_until(lambda: json.loads(curl(topo, "guest1", f"{topo.portal}/api/verifications/"
+                                             f"{token}")[1])["access"] == "online", seconds=20)
     assert curl(topo, "guest1", internet) == (0, INTERNET_BODY)
     assert curl(topo, "guest2", internet)[1] != INTERNET_BODY
     listed = json.loads(topo.run("gateway", str(SCRIPT), "list", check=True).stdout)

@@ -7,7 +7,6 @@ The real FreeRADIUS in front of this API is tested in tests/test_radius_freeradi
 import hashlib
 import socket
 import threading
-import time
 
 import pytest
 from admin_support import admin  # noqa: F401  (fixture)
