@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import requests
+from serve_support import write_arp
 from sqlalchemy import insert
 from werkzeug.serving import make_server
 
@@ -44,9 +45,7 @@ SECRET = "benchmark-secret"
 
 
 def make_app(folder, simulator_url):
-    arp = folder / "arp"
-    arp.write_text("IP address       HW type     Flags       HW address            Mask     Device\n"
-                   "127.0.0.1        0x1         0x2         02:cc:00:00:00:42     *        br-lan\n")
+    arp = write_arp(folder / "arp", {"127.0.0.1": "02:cc:00:00:00:42"})
     cfg = config_module.load(None, environ={}, overrides={
         "portal": {"public_url": "http://localhost/", "secret_key": "b" * 32,
                    "database": f"sqlite:///{folder / 'bench.sqlite3'}", "neighbour_table": str(arp),

@@ -3,8 +3,11 @@ and a `guest` helper so tests read like the story they check."""
 
 import os
 import time
+from datetime import timedelta
 
 import pytest
+from serve_support import arp_line, write_arp
+from sqlalchemy import select
 
 from portal import config as config_module
 from portal import create_app, sessions, storage
@@ -48,14 +51,13 @@ def simulator(tmp_path):
 @pytest.fixture
 def neighbour_table(tmp_path):
     """A file in /proc/net/arp format the app reads MACs from; tests add lines to it."""
-    path = tmp_path / "arp"
-    path.write_text("IP address       HW type     Flags       HW address            Mask     Device\n")
-    return path
+    return write_arp(tmp_path / "arp", {})
 
 
-def add_neighbour(path, ip, mac):
+def add_neighbour(path, ip, mac, device="br-lan"):
+    """Add a line to the neighbour table file."""
     with open(path, "a") as fh:
-        fh.write(f"{ip:<16} 0x1         0x2         {mac}     *        br-lan\n")
+        fh.write(arp_line(ip, mac, device))
 
 
 @pytest.fixture
@@ -129,6 +131,16 @@ def open_session(app, mac, ip, phone, minutes, **kw):
         session_id = sessions.grant_access(conn, mac, ip, phone, minutes, **kw)
     settle(app)
     return session_id
+
+
+def close_window(app, token):
+    """Let a verification's window run out (as if its five minutes had passed, uncalled)."""
+    v = storage.verification
+    with storage.begin(app.extensions["callpass"].engine) as conn:
+        row = conn.execute(select(v).where(v.c.token == token)).one()
+        conn.execute(v.update().where(v.c.token == token).values(
+            created_at=row.created_at - timedelta(minutes=6),
+            expires_at=row.expires_at - timedelta(minutes=6)))
 
 
 def signed_fields(phone_digits, ts=None, secret=CALLBACK_SECRET):

@@ -102,12 +102,15 @@ def toml_value(value):
 
 
 def write_arp(path, entries):
-    """A /proc/net/arp-format file: {ip: mac}."""
-    lines = ["IP address       HW type     Flags       HW address            Mask     Device"]
-    lines += [f"{ip:<16} 0x1         0x2         {mac}     *        br-lan"
-              for ip, mac in entries.items()]
-    Path(path).write_text("\n".join(lines) + "\n")
+    """A /proc/net/arp-format file: {ip: mac}, all on br-lan; returns path."""
+    Path(path).write_text("IP address       HW type     Flags       HW address            Mask     "
+                          "Device\n" + "".join(arp_line(ip, mac) for ip, mac in entries.items()))
     return path
+
+
+def arp_line(ip, mac, device="br-lan"):
+    """One neighbour in /proc/net/arp format."""
+    return f"{ip:<16} 0x1         0x2         {mac}     *        {device}\n"
 
 
 class ServeProcess:

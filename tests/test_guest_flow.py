@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import GUEST_MAC
+from conftest import GUEST_MAC, close_window
 
 from portal import settings, storage
 from sqlalchemy import select
@@ -82,18 +82,6 @@ def test_starting_verifications_is_rate_limited_per_phone_and_device(app, guest,
     assert 'value="+79161234567"' in page
     other = make_guest("10.77.0.21", "02:cc:00:00:01:21")
     assert other.start("+79161234567").status_code == 303
-
-
-def close_window(app, token):
-    """Let a verification's window run out (as if its five minutes had passed, uncalled)."""
-    from datetime import timedelta
-
-    v = storage.verification
-    with storage.begin(app.extensions["callpass"].engine) as conn:
-        row = conn.execute(select(v).where(v.c.token == token)).one()
-        conn.execute(v.update().where(v.c.token == token).values(
-            created_at=row.created_at - timedelta(minutes=6),
-            expires_at=row.expires_at - timedelta(minutes=6)))
 
 
 def test_starting_verifications_is_rate_limited_per_device(guest):

@@ -9,10 +9,10 @@ the victim's call, recorded under the victim's number. One device waits per phon
 import threading
 import time
 
+from conftest import add_neighbour, close_window
 from sqlalchemy import select
 
 from portal import storage
-from test_guest_flow import close_window
 
 VICTIM_PHONE = "+79161234567"
 VICTIM_DIGITS = "79161234567"
@@ -175,8 +175,7 @@ def test_a_flood_of_health_checks_runs_no_firewall_script_and_asks_the_provider_
 
 def test_a_device_on_the_wan_side_cannot_sign_in(app, neighbour_table, client):
     """Its neighbour entry is on the upstream interface, not gateway.lan (br-lan)."""
-    with open(neighbour_table, "a") as fh:
-        fh.write("198.51.100.7     0x1         0x2         02:dd:00:00:00:07     *        eth0\n")
+    add_neighbour(neighbour_table, "198.51.100.7", "02:dd:00:00:00:07", device="eth0")
     answer = client.post("/", data={"phone": VICTIM_PHONE},
                          environ_base={"REMOTE_ADDR": "198.51.100.7"})
     assert answer.status_code == 403
