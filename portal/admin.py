@@ -21,10 +21,10 @@ from sqlalchemy import and_, func, or_, select
 
 from . import (asset_folder, audit, auth, guest, idlog, phone, services, sessions, settings,
                verification)
-from .config import MAX_SESSION_DAYS, MAX_SESSION_MINUTES
+from .config import DEFAULTS, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
 from .extensions import limiter
 from .firewall import normalise_mac
-from .health import forget_provider_status, provider_status
+from .health import PROVIDER_CHECK_SECONDS, forget_provider_status, provider_status
 from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
 from .catalog import N_
 from .storage import access_session, notification, utcnow
@@ -64,9 +64,86 @@ ACTIONS = {
     audit.ADMIN_REMOVE: N_("removed an admin"),
 }
 STATES = {"confirmed": N_("confirmed"), "expired": N_("expired"), "failed": N_("failed")}
+# What portal/callback.py stores as a notification's reason (English, for the server log too),
+# in words for the admin page; a reason not listed here is shown as it is.
+NOTICE_REASONS = {
+    "nobody with this phone is waiting for a call": N_("nobody with this phone is waiting for a call"),
+    "wrong handler token": N_("wrong handler token in the address"),
+    "missing or wrong md5 checksum": N_("missing or wrong checksum"),
+    "missing or wrong sha1 checksum": N_("missing or wrong checksum"),
+    "no usable phone field": N_("no usable phone number in the notification"),
+    "no usable ts field": N_("no usable time in the notification"),
+    "not a call-confirmation event": N_("not a call confirmation"),
+    "the same phone and ts were already acted on": N_("this notification was already acted on"),
+}
+NOTICE_PATTERNS = (  # reasons with a number in them
+    (re.compile(r"confirmed (\d+) verification\(s\)"), N_("confirmed verifications: %(n)s")),
+    (re.compile(r"ts is (-?\d+) s away from now"),
+     N_("its time is %(n)s s away from now (too old, or the clocks differ)")),
+)
+# Setting keys in the audit log, named as on the settings page.
+SETTING_LABELS = {
+    "venue.name": N_("Venue name"), "venue.logo": N_("Logo"), "venue.welcome": N_("Welcome text"),
+    "venue.terms_text": N_("Terms of use"), "venue.terms_url": N_("Link to the terms (optional)"),
+    "venue.require_terms": N_("Guests must accept the terms before getting a number"),
+    "venue.languages": N_("Languages offered"), "venue.default_language": N_("Default language"),
+    "portal.default_region": N_("Default country"),
+    "portal.session_minutes": N_("Session length, minutes"),
+    "portal.verification_minutes": N_("Time to call, minutes"),
+    "portal.devices_per_phone": N_("Devices per phone"),
+    "portal.remember_days": N_("Remember a device, days"),
+    "provider.base_url": N_("Provider address"), "provider.fallback_urls": N_("Reserve addresses"),
+    "provider.login": N_("Login"), "provider.password": N_("Password"),
+    "provider.apikey": N_("API key (instead of login and password)"),
+    "gateway.garden": N_("Addresses guests may reach before the call"),
+}
 VERDICTS = {"accepted": N_("accepted"), "unmatched": N_("nobody was waiting"),
             "rejected": N_("rejected"), "replay": N_("repeat, ignored"),
             "ignored": N_("not a call, ignored")}
+
+
+def notice_reason(reason):
+    """A notification's stored reason in the admin's language."""
+    if reason in NOTICE_REASONS:
+        return _(NOTICE_REASONS[reason])
+    for pattern, msgid in NOTICE_PATTERNS:
+        found = pattern.fullmatch(reason or "")
+        if found:
+            return _(msgid, n=found.group(1))
+    return reason
+
+
+def audit_detail(row):
+    """An audit entry's detail in the admin's language (plain-text details as they are)."""
+    data = audit.data_of(row)
+    if data is None:
+        return row.detail
+    if row.action == audit.SETTINGS:
+        return ", ".join(_(SETTING_LABELS[key]) if key in SETTING_LABELS else key
+                         for key in data["changed"])
+    if row.action == audit.SESSION_END:
+        return _("session %(id)s: %(mac)s, %(phone)s", id=data["session"], mac=data["mac"],
+                 phone=data["phone"])
+    if row.action == audit.SESSION_EXTEND:
+        return _("session %(id)s: %(mac)s, %(minutes)s minutes more", id=data["session"],
+                 mac=data["mac"], minutes=data["minutes"])
+    if row.action == audit.EXPORT:
+        return _("sessions started from %(start)s to %(end)s",
+                 start=data["from"] or _("the first record"), end=data["to"] or _("now"))
+    if row.action == audit.LOGIN_LOCKED:
+        words = (_("this address is locked out until %(time)s") if data["locked"] == "address"
+                 else _("this account is locked out until %(time)s"))
+        return words % {"time": format_time(datetime.fromisoformat(data["retry_at"]), True)}
+    if row.action == audit.PURGE:
+        return _("older than %(time)s: %(sessions)s sessions, %(verifications)s verifications, "
+                 "%(notifications)s notifications",
+                 time=format_time(datetime.fromisoformat(data["cutoff"])),
+                 sessions=data["sessions"], verifications=data["verifications"],
+                 notifications=data["notifications"])
+    return row.detail
+
+
+DEFAULT_VENUE_NAME = N_("Free Wi-Fi")
 
 
 def init_app(app):
@@ -132,22 +209,39 @@ def locked_out(error):
     return error.get_response()  # the lock-out page built by on_login_limit
 
 
-@bp.app_template_filter("utc")
-def format_utc(moment, seconds=False):
-    """A stored time as "2024-05-01 14:03 UTC" (admin pages show UTC, like the export)."""
+def venue_zone():
+    """The venue's time zone (settings: venue.timezone) for this request."""
+    if "venue_zone" not in g:
+        g.venue_zone = settings.venue_zone(settings.current()["venue"])
+    return g.venue_zone
+
+
+def venue_today():
+    """Today's date in the venue's time zone."""
+    return utcnow().astimezone(venue_zone()).date()
+
+
+@bp.app_template_filter("venue_time")
+def format_time(moment, seconds=False):
+    """A stored (UTC) time in the venue's time zone: "2024-05-01 17:03 MSK"."""
     if moment is None:
         return ""
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(venue_zone()).strftime(
+        "%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
 
 
 @bp.context_processor
 def page_globals():
-    return {"admin_lang": str(get_locale() or "en"), "admin_tr": _,
-            "admin_venue": settings.current()["venue"]["name"]}
+    venue = settings.current()["venue"]
+    name = venue["name"]
+    if name == DEFAULTS["venue"]["name"]:
+        name = _(DEFAULT_VENUE_NAME)  # the default name in the admin's language
+    return {"admin_lang": str(get_locale() or "en"), "admin_tr": _, "admin_venue": name,
+            "admin_zone": venue_zone().key}
 
 
 def note(action, detail=""):
-    """Record an admin action of this request in the audit log."""
+    """Record an admin action of this request in the audit log (detail: a dict, see audit)."""
     audit.record(services().engine, g.get("admin"), auth.remote_address(), action, detail)
 
 
@@ -177,8 +271,8 @@ def locked_out_page(what, retry_at):
     seconds = max(1, math.ceil((retry_at - utcnow()).total_seconds()))
     audit.record(services().engine, request.form.get("name", "").strip()[:64] or "-",
                  auth.remote_address(), audit.LOGIN_LOCKED,
-                 f"{what} locked, retry after {retry_at:%H:%M:%S} UTC")
-    message = _(LOCK_MESSAGES[what], time=format_utc(retry_at, seconds=True),
+                 {"locked": what, "retry_at": retry_at.isoformat(timespec="seconds")})
+    message = _(LOCK_MESSAGES[what], time=format_time(retry_at, seconds=True),
                 minutes=(seconds + 59) // 60)
     page = render_template("admin/login.html", error=message, name="", next_url="",
                            locked=True)
@@ -265,12 +359,24 @@ def explain_failure(code, text):
     return _(words) if words in DESCRIPTIONS.values() else words
 
 
+def fresh_provider_status(svc, failure):
+    """The provider status, asked again when the last failure may be newer than the cached
+    answer (it is up to PROVIDER_CHECK_SECONDS old), so that the card never says "answers"
+    beside a newer error. At most one extra request per failure."""
+    if failure is not None and utcnow() - failure.created_at \
+            < timedelta(seconds=PROVIDER_CHECK_SECONDS) \
+            and svc.cache.get("admin_provider_checked_after") != failure.id:
+        forget_provider_status(svc)
+        svc.cache["admin_provider_checked_after"] = failure.id
+    return provider_status(svc)
+
+
 def overview(svc):
     """The dashboard's figures."""
     verification.expire_overdue(svc.engine)
     sessions.close_expired(svc.engine)
     now = utcnow()
-    today = idlog.start_of(now.date())
+    today = idlog.start_of(venue_today(), venue_zone())
     v, s, n = verification_table, access_session, notification
     with svc.engine.connect() as conn:
         online = conn.execute(select(func.count()).where(
@@ -279,11 +385,11 @@ def overview(svc):
             v.c.state == verification.PENDING, v.c.expires_at > now)).scalar()
         by_state = dict(conn.execute(select(v.c.state, func.count())
                                      .where(v.c.created_at >= today).group_by(v.c.state)).all())
-        failure = conn.execute(select(v.c.failure, v.c.failure_code, v.c.created_at)
+        failure = conn.execute(select(v.c.id, v.c.failure, v.c.failure_code, v.c.created_at)
                                .where(v.c.state == verification.FAILED)
                                .order_by(v.c.id.desc()).limit(1)).first()
         last_notice = conn.execute(select(n).order_by(n.c.id.desc()).limit(1)).first()
-    provider = provider_status(svc)
+    provider = fresh_provider_status(svc, failure)
     blocked_recently = failure is not None and failure.failure_code == IP_BLOCKED \
         and now - failure.created_at < timedelta(minutes=IP_BLOCK_MINUTES)
     return {
@@ -310,7 +416,8 @@ def dashboard():
     if not info["provider"].get("ok"):
         info["provider_meaning"] = explain_failure(info["provider"].get("code"),
                                                    info["provider"].get("error", ""))
-    return render_template("admin/dashboard.html", info=info, states=STATES, verdicts=VERDICTS)
+    return render_template("admin/dashboard.html", info=info, states=STATES, verdicts=VERDICTS,
+                           notice_reason=notice_reason)
 
 
 # --- Settings -----------------------------------------------------------------------------------
@@ -349,7 +456,7 @@ def settings_page():
             flash(_("Saved, but the firewall did not take the walled garden: %(why)s",
                     why="; ".join(failures)), "error")
     if changed:
-        note(audit.SETTINGS, "changed: " + ", ".join(changed))
+        note(audit.SETTINGS, {"changed": changed})
         flash(_("Saved. Guests see the change from their next page."), "ok")
     else:
         flash(_("Nothing was changed."), "ok")
@@ -385,7 +492,8 @@ def render_settings(effective, errors):
         "admin/settings.html", value=value, checked=checked, chosen=chosen, errors=messages,
         has_password=bool(provider["password"]), has_apikey=bool(provider["apikey"]),
         has_logo=has_logo, logo_kb=settings.LOGO_MAX_BYTES // 1024,
-        rules=settings.RULES)
+        rules=settings.RULES, system_zone=settings.system_timezone(),
+        zone_names=sorted(settings.zone_names()))
 
 
 # The settings page's preview: the guest view, under /admin so it answers by any host name.
@@ -455,7 +563,7 @@ def end_session(session_id):
     row = open_session(session_id)
     if sessions.end_session(svc.engine, session_id, "admin"):
         svc.firewall_worker.wake()
-    note(audit.SESSION_END, f"session {session_id}, {row.mac}, {row.phone}")
+    note(audit.SESSION_END, {"session": session_id, "mac": row.mac, "phone": row.phone})
     if svc.firewall.name == "radius":
         flash_disconnect(svc, session_id, row)
     else:
@@ -500,15 +608,15 @@ def extend_session(session_id):
     if sessions.extend_session(svc.engine, session_id, minutes):
         svc.firewall_worker.wake()
     flash(_("Session of %(mac)s extended until %(time)s.", mac=row.mac,
-            time=format_utc(new_end)), "ok")
-    note(audit.SESSION_EXTEND, f"session {session_id}, {row.mac}, +{minutes} min")
+            time=format_time(new_end)), "ok")
+    note(audit.SESSION_EXTEND, {"session": session_id, "mac": row.mac, "minutes": minutes})
     return back_to_sessions()
 
 
 # --- Identification log and audit log ----------------------------------------------------------
 
 def date_range():
-    """(from, to, error) from the query string; dates are UTC days."""
+    """(from, to, error) from the query string; days in the venue's time zone."""
     try:
         date_from = idlog.parse_day(request.args.get("from"))
         date_to = idlog.parse_day(request.args.get("to"))
@@ -529,7 +637,8 @@ def log_page():
     except ValueError:
         page_number = 1
     rows, total = ([], 0) if error else idlog.page(
-        svc.engine, date_from, date_to, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
+        svc.engine, date_from, date_to, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE,
+        zone=venue_zone())
     return render_template(
         "admin/log.html", rows=rows, total=total, page=page_number, page_size=PAGE_SIZE,
         error=error, date_from=request.args.get("from", ""), date_to=request.args.get("to", ""),
@@ -537,9 +646,37 @@ def log_page():
         retention_days=svc.config["admin"]["retention_days"]), 400 if error else 200
 
 
+# The export's column titles in the admin's language (the columns of idlog.CSV_HEADER).
+CSV_TITLES = (N_("Phone"), N_("Device (MAC)"), N_("IP"), N_("Verified by"), N_("Verified at"),
+              N_("Session start"), N_("Session end"), N_("Why it ended"),
+              N_("Bytes from the device"), N_("Bytes to the device"))
+TIMED_COLUMNS = (4, 5, 6)  # their titles name the time zone
+
+
+def export_format():
+    """The admin's export: titles and words in the admin's language, times in the venue's zone,
+    phone numbers as spreadsheets keep them (text with their +)."""
+    zone = venue_zone()
+    header = [_(title) + (f" ({zone.key})" if column in TIMED_COLUMNS else "")
+              for column, title in enumerate(CSV_TITLES)]
+    words = {code: _(msgid) for code, msgid in END_REASONS.items()}
+    words.update({idlog.BY_CALL: _("call"), idlog.BY_MEMORY: _("remembered device")})
+    return idlog.Export(header=header, words=words, zone=zone, phone_text=True)
+
+
+def export_name(svc, date_from, date_to):
+    """identifications_<first day>_<last day>.csv (venue days; without a range, from the first
+    session's day to today)."""
+    if date_from is None:
+        with svc.engine.connect() as conn:
+            first = conn.execute(select(func.min(access_session.c.started_at))).scalar()
+        date_from = first.astimezone(venue_zone()).date() if first else venue_today()
+    return f"identifications_{date_from}_{date_to or venue_today()}.csv"
+
+
 @bp.get("/log.csv")
 def export():
-    """The log as CSV, streamed: UTF-8 with BOM, header row, UTC times."""
+    """The log as CSV, streamed: UTF-8 with BOM, header row, times in the venue's zone."""
     svc = services()
     date_from, date_to, error = date_range()
     if error:
@@ -547,12 +684,14 @@ def export():
         return redirect(url_for("admin.log_page"), code=303)
     delimiter = ";" if request.args.get("sep") == "semicolon" else ","
     sessions.close_expired(svc.engine)
-    span = f"{date_from or 'start'}_{date_to or utcnow().date()}"
-    note(audit.EXPORT, f"sessions started {date_from or 'any time'} to {date_to or 'now'} (UTC)")
+    name = export_name(svc, date_from, date_to)
+    note(audit.EXPORT, {"from": date_from and date_from.isoformat(),
+                        "to": date_to and date_to.isoformat()})
     return Response(
-        idlog.csv_chunks(svc.engine, date_from, date_to, delimiter=delimiter),
+        idlog.csv_chunks(svc.engine, date_from, date_to, delimiter=delimiter,
+                         export=export_format()),
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="callpass-log_{span}.csv"',
+        headers={"Content-Disposition": f'attachment; filename="{name}"',
                  "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
@@ -564,4 +703,5 @@ def audit_page():
         before = None
     rows = audit.entries(services().engine, limit=PAGE_SIZE, before_id=before)
     older = rows[-1].id if len(rows) == PAGE_SIZE else None
-    return render_template("admin/audit.html", rows=rows, older=older, actions=ACTIONS)
+    return render_template("admin/audit.html", rows=rows, older=older, actions=ACTIONS,
+                           detail=audit_detail)

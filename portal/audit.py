@@ -1,7 +1,11 @@
 """The audit log: every admin action — who, what, when, from where.
 
 Details name what changed (setting keys, a session's MAC, a date range), never a secret's value.
+They are stored as a JSON object (data, so that the admin page can say them in the admin's
+language); an admin's name (from the commands) and entries of older versions are plain text.
 """
+
+import json
 
 from sqlalchemy import select
 
@@ -26,7 +30,9 @@ MAX_DETAIL = 1000
 
 
 def record(engine, admin, remote_addr, action, detail=""):
-    """Add one entry to the audit log."""
+    """Add one entry to the audit log; detail is a text or a dict of JSON values."""
+    if isinstance(detail, dict):
+        detail = json.dumps(detail, ensure_ascii=False, sort_keys=True)
     with storage.begin(engine) as conn:
         conn.execute(audit.insert().values(
             at=utcnow(), admin=(admin or "-")[:64], remote_addr=(remote_addr or "-")[:45],
@@ -40,3 +46,14 @@ def entries(engine, limit=100, before_id=None):
         query = query.where(audit.c.id < before_id)
     with engine.connect() as conn:
         return conn.execute(query).all()
+
+
+def data_of(row):
+    """The entry's detail as a dict, or None when it is plain text."""
+    if not row.detail.startswith("{"):
+        return None
+    try:
+        data = json.loads(row.detail)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -41,6 +41,7 @@ DEFAULTS = {
         "require_terms": False,
         "languages": ["ru", "uk", "en"],
         "default_language": "ru",
+        "timezone": "",
     },
     "provider": {
         "base_url": "https://smsc.ru",

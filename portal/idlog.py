@@ -10,26 +10,29 @@ import csv
 import io
 from datetime import date, datetime, time, timedelta, timezone
 
+import phonenumbers
 from sqlalchemy import delete, func, select
 
 from . import audit, storage
 from .storage import access_session, nas_session, notification, utcnow, verification
 
 EXPORT_BATCH = 500  # rows per batch: memory use follows this, not the size of the log
-# Column titles of the export: stable (scripts read them) and in English; times are UTC.
+# Column titles of the machine-readable export (English, times in UTC); the admin page's export
+# has the same columns with titles in the admin's language.
 CSV_HEADER = ("phone", "mac", "ip", "verified_by", "verified_at (UTC)", "session_start (UTC)",
               "session_end (UTC)", "end_reason", "bytes_in", "bytes_out")
 OPEN = "open"  # end_reason shown for a session that is still running
 BY_CALL, BY_MEMORY = "call", "remembered device"  # how the phone was verified for a session
 
 
-def start_of(day):
-    """Midnight UTC at the start of day (a date)."""
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+def start_of(day, zone=timezone.utc):
+    """Midnight at the start of day (a date) in zone (the venue's time zone)."""
+    return datetime.combine(day, time.min, tzinfo=zone)
 
 
-def _select(date_from=None, date_to=None):
-    """The log's columns for sessions started on date_from … date_to (UTC days, both included)."""
+def _select(date_from=None, date_to=None, zone=timezone.utc):
+    """The log's columns for sessions started on date_from … date_to (days in zone, both
+    included)."""
     s, v = access_session, verification
     # The volume a RADIUS router reported (bytes from / to the device), summed over its sessions;
     # empty where no router reports it (the nftables gateway counts nothing).
@@ -43,15 +46,15 @@ def _select(date_from=None, date_to=None):
              .select_from(s.outerjoin(v, v.c.id == s.c.verification_id)
                           .outerjoin(volume, volume.c.access_session_id == s.c.id)))
     if date_from is not None:
-        query = query.where(s.c.started_at >= start_of(date_from))
+        query = query.where(s.c.started_at >= start_of(date_from, zone))
     if date_to is not None:
-        query = query.where(s.c.started_at < start_of(date_to + timedelta(days=1)))
+        query = query.where(s.c.started_at < start_of(date_to + timedelta(days=1), zone))
     return query
 
 
-def page(engine, date_from=None, date_to=None, limit=100, offset=0):
+def page(engine, date_from=None, date_to=None, limit=100, offset=0, zone=timezone.utc):
     """(rows newest first, total count) for one page of the log."""
-    query = _select(date_from, date_to)
+    query = _select(date_from, date_to, zone)
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(query.subquery())).scalar()
         rows = conn.execute(query.order_by(access_session.c.started_at.desc(),
@@ -60,33 +63,62 @@ def page(engine, date_from=None, date_to=None, limit=100, offset=0):
     return rows, total
 
 
-def csv_time(moment):
-    """A UTC time as spreadsheets read it: "2024-05-01 14:03:07" (ISO 8601, space separated)."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+def csv_time(moment, zone=timezone.utc):
+    """A time in zone as spreadsheets read it: "2024-05-01 14:03:07" (ISO 8601, space
+    separated)."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
-def csv_chunks(engine, date_from=None, date_to=None, delimiter=",", batch=EXPORT_BATCH):
+class Export:
+    """How the CSV is written: header, words for the coded columns, time zone, phone format.
+
+    The default is the machine-readable export (English codes, UTC, E.164); the admin page passes
+    its language's header and words, the venue's zone and phone_text (see csv_phone).
+    """
+
+    def __init__(self, header=CSV_HEADER, words=None, zone=timezone.utc, phone_text=False):
+        self.header, self.words, self.zone, self.phone_text = header, words or {}, zone, phone_text
+
+    def word(self, code):
+        return self.words.get(code, code)
+
+    def row(self, row):
+        return (csv_phone(row.phone) if self.phone_text else row.phone, row.mac, row.ip,
+                self.word(verified_by(row)), csv_time(row.verified_at, self.zone),
+                csv_time(row.started_at, self.zone), csv_time(row.ended_at, self.zone),
+                self.word(end_reason(row)), _count(row.bytes_in), _count(row.bytes_out))
+
+
+def csv_phone(number):
+    """A phone number as spreadsheets keep it as text: "+7 916 123-45-67" (international format;
+    LibreOffice and Excel read "+79161234567" as the number 79161234567 and drop the +)."""
+    try:
+        parsed = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def csv_chunks(engine, date_from=None, date_to=None, delimiter=",", batch=EXPORT_BATCH,
+               export=None):
     """The export as text chunks: a UTF-8 BOM and header, then one chunk per batch of rows.
 
     Rows come from the database batch by batch (yield_per: a server-side cursor where the driver
     has one), oldest first, so memory use does not grow with the size of the log.
     """
+    export = export or Export()
     out = io.StringIO()
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-    writer.writerow(CSV_HEADER)
+    writer.writerow(export.header)
     yield "\ufeff" + out.getvalue()
-    query = _select(date_from, date_to).order_by(access_session.c.started_at,
-                                                 access_session.c.id)
+    query = _select(date_from, date_to, export.zone).order_by(access_session.c.started_at,
+                                                              access_session.c.id)
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=batch).execute(query)
         for rows in result.partitions():
             out.seek(0)
             out.truncate()
-            writer.writerows(
-                (row.phone, row.mac, row.ip, verified_by(row), csv_time(row.verified_at),
-                 csv_time(row.started_at), csv_time(row.ended_at), end_reason(row),
-                 _count(row.bytes_in), _count(row.bytes_out))
-                for row in rows)
+            writer.writerows(export.row(row) for row in rows)
             yield out.getvalue()
 
 
@@ -142,6 +174,7 @@ def describe_purge(counts):
 
 def purge_recorded(engine, retention_days, actor):
     """purge(), recorded in the audit log as done by actor; returns the summary line."""
-    summary = describe_purge(purge(engine, retention_days))
-    audit.record(engine, actor, "local", audit.PURGE, summary)
-    return summary
+    counts = purge(engine, retention_days)
+    audit.record(engine, actor, "local", audit.PURGE,
+                 {**counts, "cutoff": counts["cutoff"].isoformat(timespec="minutes")})
+    return describe_purge(counts)

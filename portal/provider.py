@@ -71,6 +71,18 @@ def host_of(url: str) -> str:
 
 
 
+class Balance(str):
+    """The account balance as the provider writes it ("250.80"); .currency is the account's
+    currency ("RUB") when the provider names it (balance.php with cur=1), else "".
+
+    A str, so that it is shown and serialised (/healthz) as the amount it always was."""
+
+    def __new__(cls, amount, currency=None):
+        balance = super().__new__(cls, str(amount))
+        balance.currency = str(currency or "")
+        return balance
+
+
 class Malformed(Exception):
     """An answer that is neither a result nor a provider error; internal to this module."""
 
@@ -123,16 +135,17 @@ class SmscClient:
 
     def wait_call(self, phone: str) -> str:
         """Ask for the number the guest must call from phone; returns it in E.164 ("+7…")."""
-        answer = self._call(WAIT_CALL_PATH, {"phone": digits_of(phone)}, "phone")
+        answer = self._call(WAIT_CALL_PATH, {"phone": digits_of(phone)}, "phone")["phone"]
         number = digits_of(str(answer))
         if not number:
             # Checked here, not per host: a host that answered a result has registered the wait.
             raise ProviderUnavailable(f"the provider answered a number to call without digits: {answer!r}")
         return "+" + number
 
-    def balance(self) -> str:
-        """The account balance as the provider writes it, e.g. "250.80"."""
-        return str(self._call(BALANCE_PATH, {}, "balance"))
+    def balance(self) -> "Balance":
+        """The account balance as the provider writes it, e.g. "250.80", with its .currency."""
+        answer = self._call(BALANCE_PATH, {"cur": "1"}, "balance")
+        return Balance(answer["balance"], answer.get("currency"))
 
     def _credentials(self):
         """Form fields that authenticate the request; an API key wins over login and password."""
@@ -141,7 +154,8 @@ class SmscClient:
         return {"login": self.login, "psw": self.password}
 
     def _call(self, path, params, field):
-        """POST to path on each host in turn; return the answer's field or raise a ProviderError."""
+        """POST to path on each host in turn; return the answer (which has field) or raise a
+        ProviderError."""
         form = {**self._credentials(), **params, "fmt": "3", "charset": "utf-8"}
         last_cause = "no provider host is configured"
         for base_url in self.base_urls:
@@ -165,7 +179,7 @@ class SmscClient:
         raise ProviderUnavailable(last_cause)
 
     def _read_answer(self, response, field):
-        """The value of field in a JSON answer; raises ProviderRejected or Malformed."""
+        """A JSON answer (a dict) that has field; raises ProviderRejected or Malformed."""
         if response.status_code >= 500:
             raise Malformed(f"answered HTTP {response.status_code}")
         if not response.content.strip():
@@ -186,4 +200,4 @@ class SmscClient:
             raise Malformed(f"answered HTTP {response.status_code}")
         if field not in data or data[field] in (None, ""):
             raise Malformed(f"gave a JSON answer without {field!r}")
-        return data[field]
+        return data

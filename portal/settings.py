@@ -6,11 +6,13 @@ Its messages are English msgids (marked with N_) with parameters; the admin page
 """
 
 import copy
+import functools
 import ipaddress
 import json
 import os
 import re
 import time
+import zoneinfo
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -265,6 +267,46 @@ class Secret:
         return stored
 
 
+class TimeZone:
+    """An IANA time zone name ("Europe/Moscow"), or empty for the system's."""
+
+    def check(self, value):
+        if value and value not in zone_names():
+            raise Invalid(N_("Enter a time zone name such as Europe/Moscow or Europe/Kyiv, or "
+                             "leave it empty for the system's (%(zone)s)."),
+                          zone=system_timezone())
+        return value
+
+    def read(self, form, key):
+        return self.check(form.get(key, "").strip())
+
+
+@functools.cache
+def zone_names():
+    """The IANA time zone names this system knows (read once: it walks the tz database)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def system_timezone():
+    """The system's time zone name: $TZ, /etc/timezone or /etc/localtime's target; else "UTC"."""
+    names = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        with open("/etc/timezone", encoding="utf-8") as fh:
+            names.append(fh.read().strip())
+    except OSError:
+        pass
+    names.append(os.path.realpath("/etc/localtime").partition("/zoneinfo/")[2])
+    for name in names:
+        if name and name in zone_names():
+            return name
+    return "UTC"
+
+
+def venue_zone(venue):
+    """The ZoneInfo of the venue's time zone setting (the system's when empty)."""
+    return zoneinfo.ZoneInfo(venue["timezone"] or system_timezone())
+
+
 class Garden:
     """Walled-garden addresses and networks, one per line on the form (see check_garden)."""
 
@@ -283,6 +325,7 @@ RULES = {
     "venue.require_terms": Flag(),
     "venue.languages": Languages(),
     "venue.default_language": Language(),
+    "venue.timezone": TimeZone(),
     "portal.default_region": Region(),
     "portal.session_minutes": Number(1, MAX_SESSION_MINUTES),
     "portal.verification_minutes": Number(1, 60),

@@ -40,6 +40,7 @@ CALL_NUMBERS = (
 )
 
 BALANCE = "250.80"
+CURRENCY = "RUB"  # balance.php names it when asked with cur=1
 
 ERROR_TEXTS = {
     1: "parameters error",
@@ -252,14 +253,16 @@ def format_error(fmt, code):
     return Response(f"ERROR = {code} ({text})", mimetype="text/plain")
 
 
-def format_result(fmt, field, value):
-    """A success answer with one field; fmt 0-2 shapes are guesses (see the module docstring)."""
+def format_result(fmt, field, value, currency=None):
+    """A success answer with one field (and balance.php's currency when asked for with cur=1);
+    fmt 0-2 shapes are guesses (see the module docstring)."""
     if fmt == 1:
-        return Response(value, mimetype="text/plain")
+        return Response(value if currency is None else f"{value},{currency}", mimetype="text/plain")
     if fmt == 2:
-        return Response(f"<result><{field}>{value}</{field}></result>", mimetype="text/xml")
+        extra = "" if currency is None else f"<currency>{currency}</currency>"
+        return Response(f"<result><{field}>{value}</{field}>{extra}</result>", mimetype="text/xml")
     if fmt == 3:
-        return jsonify({field: value})
+        return jsonify({field: value} if currency is None else {field: value, "currency": currency})
     if field == "balance":
         # SMSC documents the bare amount for balance in fmt 0.
         return Response(value, mimetype="text/plain")
@@ -394,7 +397,8 @@ def create_simulator_app(
         """Answer the (fixed) account balance."""
         if state.is_over_limit(("balance",), BALANCE_LIMIT):
             return format_error(fmt, 9)
-        return format_result(fmt, "balance", BALANCE)
+        currency = CURRENCY if values.get("cur") == "1" else None
+        return format_result(fmt, "balance", BALANCE, currency)
 
     app.add_url_rule("/sys/wait_call.php", view_func=provider_endpoint(wait_call), methods=["GET", "POST"])
     app.add_url_rule("/sys/balance.php", view_func=provider_endpoint(balance), methods=["GET", "POST"])

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from admin_support import admin, audit_rows  # noqa: F401
 from conftest import GUEST_MAC, settle
-from portal import storage
+from portal import audit, storage
 from portal.firewall import FirewallError, NoopFirewall
 from portal.provider import ProviderRejected
 
@@ -41,7 +41,8 @@ def test_ending_a_session_cuts_the_device_off(app, admin, make_guest, firewall):
     history = admin.get("/admin/sessions").get_data(as_text=True)
     assert "ended by an admin" in history and "Nobody is online." in history
     [entry] = [r for r in audit_rows(app) if r.action == "session-end"]
-    assert entry.detail == f"session {session.id}, {GUEST_MAC}, +79161234567"
+    assert audit.data_of(entry) == {"session": session.id, "mac": GUEST_MAC,
+                                    "phone": "+79161234567"}
 
     again = admin.post(f"/admin/sessions/{session.id}/end", page="/admin/sessions")
     assert again.status_code == 404
@@ -58,8 +59,8 @@ def test_extending_a_session_moves_its_end_and_tells_the_firewall(app, admin, ma
     settle(app)
     verb, mac, seconds = firewall.calls[-1]
     assert (verb, mac) == ("allow", GUEST_MAC) and 299 * 60 <= seconds <= 300 * 60
-    assert [r.detail for r in audit_rows(app) if r.action == "session-extend"] == [
-        f"session {before.id}, {GUEST_MAC}, +60 min"]
+    assert [audit.data_of(r) for r in audit_rows(app) if r.action == "session-extend"] == [
+        {"session": before.id, "mac": GUEST_MAC, "minutes": 60}]
 
     too_long = admin.post(f"/admin/sessions/{before.id}/extend", {"minutes": "44640"},
                           page="/admin/sessions")
@@ -102,7 +103,7 @@ def test_dashboard_shows_what_an_owner_needs_at_a_glance(app, admin, make_guest,
     assert '<span class="figure">1</span><span class="label">waiting for a call' in page
     assert '<span class="figure">1</span><span class="label">today: confirmed' in page
     assert '<span class="figure">1</span><span class="label">today: failed' in page
-    assert "Balance: 250.80" in page
+    assert "Balance: 250.80 RUB" in page
     assert ("wrong login or password, or this server&#39;s IP is not on the account&#39;s "
             "allow-list") in page
     assert ('>http://localhost/callback/smsc/test-callback-token-0123456789'

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from admin_support import admin, audit_rows, settings_form, stored_settings  # noqa: F401
 from conftest import GUEST_MAC
-from portal import storage
+from portal import audit, storage
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
@@ -29,7 +29,11 @@ def test_venue_name_and_session_length_reach_guests_without_restart(app, admin, 
     assert stored_settings(app) == {"venue.name": "Café Fox", "portal.session_minutes": 90}
     [entry] = [r for r in audit_rows(app) if r.action == "settings"]
     assert entry.admin == "boss" and entry.remote_addr == "127.0.0.1"
-    assert entry.detail == "changed: portal.session_minutes, venue.name"
+    assert audit.data_of(entry) == {"changed": ["portal.session_minutes", "venue.name"]}
+    # The audit page names the fields as the settings page does, in the admin's language.
+    assert "Session length, minutes, Venue name" in admin.get("/admin/audit").get_data(as_text=True)
+    ukrainian = admin.get("/admin/audit?lang=uk").get_data(as_text=True)
+    assert "Назва закладу" in ukrainian and "venue.name" not in ukrainian
 
 
 def test_bad_input_is_named_per_field_and_nothing_is_saved(app, admin):
@@ -117,8 +121,8 @@ def test_logo_must_be_png_or_jpeg_and_small(app, admin, guest):
     form = settings_form(app, **{"logo.remove": "1"})
     assert admin.post("/admin/settings", form).status_code == 303
     assert admin.get("/admin/logo").status_code == 404
-    actions = [(r.action, r.detail) for r in audit_rows(app)]
-    assert actions.count(("settings", "changed: venue.logo")) == 3
+    actions = [(r.action, audit.data_of(r)) for r in audit_rows(app)]
+    assert actions.count(("settings", {"changed": ["venue.logo"]})) == 3
 
 
 def test_walled_garden_entries_are_pushed_to_the_firewall(app, admin, firewall):
