@@ -29,7 +29,9 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed-demo: $(VENV)/bin/python $(INSTALL_INPUTS)
 	@echo "==> installing callpass and its dependencies into $(VENV) (pip install -e .)"
-	$(BIN)/pip install --disable-pip-version-check --progress-bar off -e .
+	@# --no-compile: byte-compiling every module of every dependency took longer than the rest;
+	@# Python compiles the few the demo imports when it first starts.
+	$(BIN)/pip install --disable-pip-version-check --progress-bar off --no-compile -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/bin/python $(INSTALL_INPUTS)
