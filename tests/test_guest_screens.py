@@ -122,7 +122,7 @@ def portal_text(page):
     for now, see README), not the names of the languages in the switch."""
     return page.evaluate("""() => {
         const copy = document.body.cloneNode(true);
-        copy.querySelectorAll('.langs, .venue, .welcome, .terms .text, script, noscript')
+        copy.querySelectorAll('.langs, .venue, .venue-text, script, noscript')
             .forEach(n => n.remove());
         return copy.innerText;
     }""")
@@ -251,6 +251,7 @@ def test_an_iphone_is_told_about_its_sheet(portal, open_page):
     hint = page.get_by_text("Это окно может закрыться, когда вы перейдёте к звонку")
     assert hint.is_visible()
     assert page.get_by_text("просто откройте любой сайт").count() == 0
+    assert small_targets(page) == []
     shoot(page, "ru-wait-iphone")
 
 
@@ -279,6 +280,7 @@ def test_the_online_page_says_until_when(portal, open_page, simulator):
     assert re.fullmatch(r"Інтернет на цьому пристрої працює до \d\d:\d\d, ще близько 4 годин\.",
                         page.locator("#time-left").inner_text())
     assert_one_language(page, "uk")
+    assert small_targets(page) == []
     shoot(page, "uk-online")
 
 
@@ -290,6 +292,7 @@ def test_the_expired_page_has_its_own_title(portal, open_page):
     page.get_by_role("heading", name="Time is up").wait_for()
     assert page.title().startswith("Time is up")
     assert above_the_fold(page, page.get_by_role("button", name="Get a new number"))
+    assert small_targets(page) == []
     shoot(page, "en-expired")
 
 
@@ -308,4 +311,15 @@ def test_too_many_attempts_is_a_calm_notice_that_keeps_the_number(portal, open_p
     assert above_the_fold(page, notice)
     assert page.get_by_label(PHONE_FIELD["ru"]).input_value() == "+7 916 555-00-05"
     assert page.get_by_label(PHONE_FIELD["ru"]).get_attribute("aria-invalid") is None
+    assert small_targets(page) == []
     shoot(page, "ru-too-many-attempts")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_venue_page(portal, open_page, lang):
+    page = open_page(SCREENS[0], lang)
+    page.goto(portal.url + "/")
+    page.locator("footer a").click()
+    assert page.get_by_text("Не раздавайте сеть.").first.is_visible()
+    assert_one_language(page, lang)
+    assert small_targets(page) == []
