@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 
 from admin_support import admin, audit_rows, command_config  # noqa: F401
 from conftest import GUEST_MAC, wait_until
-from portal import cli, idlog, storage
+from portal import audit, cli, idlog, settings, storage
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, tzinfo=timezone.utc)
 
@@ -45,23 +45,25 @@ def test_export_is_a_spreadsheet_friendly_csv_of_the_date_range(app, admin, gues
                 call_number="")                                                    # remembered
     add_session(engine, started=T0 + timedelta(days=31), mac="02:cc:00:00:00:03")  # after
 
+    settings.save(app.extensions["callpass"], {"venue.timezone": "UTC"}, "test")
     with admin.get("/admin/log.csv?from=2025-03-01&to=2025-03-31") as response:
         assert response.status_code == 200
         assert response.is_streamed
         assert response.content_type == "text/csv; charset=utf-8"
         assert response.headers["Content-Disposition"] == \
-            'attachment; filename="callpass-log_2025-03-01_2025-03-31.csv"'
+            'attachment; filename="identifications_2025-03-01_2025-03-31.csv"'
         rows = read_csv(response)
     assert rows == [
-        ["phone", "mac", "ip", "verified_by", "verified_at (UTC)", "session_start (UTC)",
-         "session_end (UTC)", "end_reason", "bytes_in", "bytes_out"],
-        ["+79161234567", "02:cc:00:00:00:11", "10.77.0.11", "call", "2025-03-01 09:30:15",
-         "2025-03-01 09:30:15", "2025-03-01 10:30:15", "admin", "", ""],
-        ["+79161234567", "02:cc:00:00:00:02", "10.77.0.11", "remembered device",
-         "2025-03-31 23:30:15", "2025-03-31 23:30:15", "2025-04-01 00:30:15", "expired", "", ""],
+        ["Phone", "Device (MAC)", "IP", "Verified by", "Verified at (UTC)", "Session start (UTC)",
+         "Session end (UTC)", "Why it ended", "Bytes from the device", "Bytes to the device"],
+        ["+7 916 123-45-67", "02:cc:00:00:00:11", "10.77.0.11", "call", "2025-03-01 09:30:15",
+         "2025-03-01 09:30:15", "2025-03-01 10:30:15", "ended by an admin", "", ""],
+        ["+7 916 123-45-67", "02:cc:00:00:00:02", "10.77.0.11", "remembered device",
+         "2025-03-31 23:30:15", "2025-03-31 23:30:15", "2025-04-01 00:30:15", "time ran out",
+         "", ""],
     ]
     [entry] = [r for r in audit_rows(app) if r.action == "export"]
-    assert entry.detail == "sessions started 2025-03-01 to 2025-03-31 (UTC)"
+    assert audit.data_of(entry) == {"from": "2025-03-01", "to": "2025-03-31"}
 
     # A session still running, through the real guest flow; semicolons for Excel's ru/uk locales.
     guest.start("+79161234567")
@@ -69,8 +71,8 @@ def test_export_is_a_spreadsheet_friendly_csv_of_the_date_range(app, admin, gues
     with admin.get("/admin/log.csv?sep=semicolon") as response:
         rows = read_csv(response, delimiter=";")
     assert len(rows) == 1 + 5
-    assert rows[-1][:4] == ["+79161234567", GUEST_MAC, "10.77.0.11", "call"]
-    assert rows[-1][6:] == ["", "open", "", ""]  # no byte counts without a RADIUS router
+    assert rows[-1][:4] == ["+7 916 123-45-67", GUEST_MAC, "10.77.0.11", "call"]
+    assert rows[-1][6:] == ["", "still online", "", ""]  # no byte counts without a RADIUS router
 
 
 def test_log_page_filters_by_date_and_refuses_bad_dates(app, admin):
