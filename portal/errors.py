@@ -36,7 +36,7 @@ def seconds_to_wait():
     return max(1, math.ceil(max(resets) - time.time())) if resets else None
 
 
-def too_many(error):
+def too_many():
     """429, calmly: how long to wait, in minutes rounded up; the phone form keeps the number."""
     seconds = seconds_to_wait()
     if seconds is None:
@@ -52,7 +52,7 @@ def too_many(error):
         return jsonify(error=message), 429, headers
     if request.endpoint == "guest.start":
         return guest.form_page(request.form.get("phone", ""), status=429, headers=headers,
-                         notice=message)
+                               notice=message)
     return render_template("error.html", code=429, message=message), 429, headers
 
 
@@ -60,7 +60,7 @@ def render_error(error):
     """The error page (JSON under /api/) in the guest's language."""
     code = getattr(error, "code", 500) or 500
     if code == 429:
-        return too_many(error)
+        return too_many()
     if code == 500:
         log.error("unhandled error on %s", request.path, exc_info=getattr(error, "original_exception", None))
     message = str(MESSAGES.get(code, MESSAGES[500]))

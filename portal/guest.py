@@ -287,8 +287,9 @@ def phone_busy(typed, waiting):
 
 
 def device_kind():
-    """"iphone", "android", "phone" (another phone) or "computer", from the User-Agent: which hints
-    the wait page shows (the iPhone sheet's quirks to iPhones, a QR code to laptops)."""
+    """The kind of device asking, from its User-Agent: "iphone", "android", "phone" (another) or
+    "computer". It picks the wait page's hints: the iPhone sheet's quirks to iPhones, a QR code to
+    computers."""
     agent = request.user_agent.string
     if any(word in agent for word in ("iPhone", "iPad", "iPod")):
         return "iphone"
