@@ -128,16 +128,17 @@ def going_to():
 
 
 def time_left(ends_at):
-    """How long a session still runs, as people say it: "until 16:02, 4 more hours" rather than
-    "239 minutes". Rounded up, so it never shows less than is left; the clock time is in the
-    portal's local time zone (the venue's)."""
+    """How long a session still runs, as people say it: "until 16:02, about 4 more hours" rather
+    than "239 minutes". Rounded up, so it never shows less than is left; the clock time is the
+    venue's (venue.timezone)."""
     seconds = sessions.seconds_until(ends_at)
     minutes = max(1, math.ceil(seconds / 60))
     if minutes >= 48 * 60:
         days = math.ceil(minutes / (24 * 60))
         return ngettext("This device is online for about %(num)s more day.",
                         "This device is online for about %(num)s more days.", days)
-    until = format_time(ends_at.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None),
+    zone = settings.venue_zone(settings.effective_venue())
+    until = format_time(ends_at.replace(tzinfo=timezone.utc).astimezone(zone).replace(tzinfo=None),
                         "HH:mm", rebase=False)
     if minutes <= 90:
         return ngettext("This device is online until %(time)s, %(num)s more minute.",

@@ -2,10 +2,11 @@
 
 import re
 from datetime import timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from portal import guest
+from portal import guest, settings
 from portal.storage import utcnow
 
 
@@ -23,8 +24,9 @@ def test_time_left_is_rounded_up_into_words(app, left, said):
         assert re.fullmatch("This device is online " + said, guest.time_left(utcnow() + left))
 
 
-def test_the_clock_time_is_when_the_session_ends(app):
+def test_the_clock_time_is_the_venues(app):
+    settings.save(app.extensions["callpass"], {"venue.timezone": "Asia/Vladivostok"}, "test")
     ends_at = utcnow() + timedelta(hours=3)
-    local = ends_at.replace(tzinfo=timezone.utc).astimezone()  # the portal's zone
+    local = ends_at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo("Asia/Vladivostok"))
     with app.test_request_context("/", headers={"Accept-Language": "ru"}):
         assert f"до {local:%H:%M}," in guest.time_left(ends_at)
