@@ -35,6 +35,13 @@ class Clock:
 
 
 @pytest.fixture
+def cfg(cfg):
+    """The venue's time zone UTC, so that the times on the lock-out page read as UTC here."""
+    cfg["venue"]["timezone"] = "UTC"
+    return cfg
+
+
+@pytest.fixture
 def clock(monkeypatch):
     return Clock(monkeypatch)
 
