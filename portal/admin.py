@@ -6,6 +6,7 @@ CSRF is checked here only: guest forms and the provider's callback live outside 
 never asked for a token.
 """
 
+import ipaddress
 import math
 import re
 import time
@@ -340,13 +341,29 @@ IP_BLOCK_MINUTES = 30
 
 
 def handler_url(config):
-    """The handler URL for the SMSC account settings: public_url + callback/smsc/<token>, and
-    `?md5=<secret>` (or sha1) when notifications are to be signed."""
-    url = config["portal"]["public_url"].rstrip("/") + "/callback/smsc/" + config["callback"]["token"]
+    """The handler URL for the SMSC account settings: callback.public_url (else
+    portal.public_url) + callback/smsc/<token>, and `?md5=<secret>` (or sha1) when
+    notifications are to be signed."""
+    base = config["callback"]["public_url"] or config["portal"]["public_url"]
+    url = base.rstrip("/") + "/callback/smsc/" + config["callback"]["token"]
     kind = config["callback"]["signature"]
     if kind != "none":
         url += f"?{kind}={quote(config['callback']['secret'], safe='')}"
     return url
+
+
+LOCAL_SUFFIXES = (".local", ".lan", ".home", ".internal", ".localdomain", ".home.arpa")
+
+
+def is_private_url(url):
+    """Whether the provider's servers on the internet cannot reach url's host: a private,
+    loopback or link-local address, or a name without a public domain (localhost, *.lan, …)."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host or host.endswith(LOCAL_SUFFIXES)
+    return not address.is_global
 
 
 def explain_failure(code, text):
@@ -405,6 +422,8 @@ def overview(svc):
         "firewall": svc.firewall_worker.status(),
         "firewall_name": svc.firewall.name,
         "handler_url": handler_url(svc.config),
+        "handler_is_private": is_private_url(handler_url(svc.config)),
+        "has_callback_url": bool(svc.config["callback"]["public_url"]),
         "signature": svc.config["callback"]["signature"],
     }
 

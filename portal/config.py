@@ -57,6 +57,7 @@ DEFAULTS = {
         "signature": "none",
         "secret": "",
         "max_age_seconds": 600,
+        "public_url": "",
     },
     "gateway": {
         "firewall": "script",
@@ -275,6 +276,8 @@ def problems(config, demo=False):
         found.append(f"{key}: {exc}")
     if config["admin"]["retention_days"] < 1:
         found.append("admin.retention_days must be at least 1")
+    if callback["public_url"] and not callback["public_url"].startswith(("http://", "https://")):
+        found.append("callback.public_url must start with https:// or http://, or be empty")
     if callback["signature"] not in SIGNATURES:
         found.append(f"callback.signature must be one of {', '.join(SIGNATURES)}")
     if not INTERFACE.fullmatch(gateway["lan"]):
