@@ -428,6 +428,57 @@ def overview(svc):
     }
 
 
+CHART_DAYS = 30
+
+
+def daily_figures(svc, days=CHART_DAYS):
+    """[{"day", "guests", "confirmed", "expired"}] for the last days venue days, oldest first:
+    guests are the different phones whose sessions started that day, confirmed and expired the
+    verifications started that day."""
+    zone = venue_zone()
+    first = venue_today() - timedelta(days=days - 1)
+    since = idlog.start_of(first, zone)
+    v, s = verification_table, access_session
+    with svc.engine.connect() as conn:
+        calls = conn.execute(select(v.c.created_at, v.c.state).where(
+            v.c.created_at >= since,
+            v.c.state.in_((verification.CONFIRMED, verification.EXPIRED)))).all()
+        visits = conn.execute(select(s.c.started_at, s.c.phone).where(s.c.started_at >= since)).all()
+    figures = {first + timedelta(days=n): {"confirmed": 0, "expired": 0, "phones": set()}
+               for n in range(days)}
+    for created_at, state in calls:
+        day = figures.get(created_at.astimezone(zone).date())
+        if day is not None:
+            day[state] += 1
+    for started_at, phone_number in visits:
+        day = figures.get(started_at.astimezone(zone).date())
+        if day is not None:
+            day["phones"].add(phone_number)
+    return [{"day": day, "guests": len(f["phones"]), "confirmed": f["confirmed"],
+             "expired": f["expired"]} for day, f in figures.items()]
+
+
+def chart(figures, width=600, height=150):
+    """The geometry of the dashboard's chart (drawn as inline SVG by the template): two bars a
+    day (calls confirmed, expired) and a line of guests, on one scale."""
+    top = max([1] + [max(f["guests"], f["confirmed"], f["expired"]) for f in figures])
+    slot = width / len(figures)
+    scale = (height - 10) / top
+
+    def y(value):
+        return round(height - value * scale, 1)
+
+    bars = []
+    for n, f in enumerate(figures):
+        x = n * slot
+        bars.append({**f, "x": round(x + 1, 1), "width": round(slot / 2 - 1.5, 1),
+                     "x2": round(x + slot / 2, 1),
+                     "confirmed_y": y(f["confirmed"]), "expired_y": y(f["expired"]),
+                     "mid": round(x + slot / 2, 1)})
+    line = " ".join(f"{b['mid']},{y(b['guests'])}" for b in bars)
+    return {"width": width, "height": height, "top": top, "bars": bars, "line": line}
+
+
 @bp.get("/")
 def dashboard():
     svc = services()
@@ -436,7 +487,7 @@ def dashboard():
         info["provider_meaning"] = explain_failure(info["provider"].get("code"),
                                                    info["provider"].get("error", ""))
     return render_template("admin/dashboard.html", info=info, states=STATES, verdicts=VERDICTS,
-                           notice_reason=notice_reason)
+                           notice_reason=notice_reason, chart=chart(daily_figures(svc)))
 
 
 # --- Settings -----------------------------------------------------------------------------------
