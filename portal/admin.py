@@ -765,6 +765,93 @@ def export():
                  "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
+# --- Admin accounts -----------------------------------------------------------------------------
+
+def account_problem(name, password, repeated):
+    """Why name/password cannot be an account, in the admin's language (None when they can).
+    The rules are auth's (check_name, check_password); the message covers each of them."""
+    try:
+        auth.check_name(name)
+    except auth.AccountError:
+        return "name", _("A name is 1–64 letters, digits, “.”, “_”, “@” or “-”, starting with a "
+                         "letter or digit.")
+    try:
+        auth.check_password(name, password)
+    except auth.AccountError:
+        return "password", _("The password must have %(low)s to %(high)s characters and must not "
+                             "be the admin name.", low=auth.MIN_PASSWORD_LENGTH,
+                             high=auth.MAX_PASSWORD_LENGTH)
+    if password != repeated:
+        return "repeated", _("The two passwords differ.")
+    return None
+
+
+def render_admins(errors=None, typed_name="", status=200):
+    rows = auth.list_admins(services().engine)
+    return render_template("admin/admins.html", rows=rows, errors=errors or {},
+                           typed_name=typed_name), status
+
+
+@bp.get("/admins")
+def admins_page():
+    """The admin accounts: add one, remove one (never the last), change one's own password."""
+    return render_admins()
+
+
+@bp.post("/admins/add")
+def add_admin():
+    svc = services()
+    name = request.form.get("name", "").strip()
+    problem = account_problem(name, request.form.get("password", ""),
+                              request.form.get("repeated", ""))
+    if problem is None and any(row.name == name for row in auth.list_admins(svc.engine)):
+        problem = "name", _("An admin with this name already exists.")
+    if problem is None:
+        try:
+            auth.add_admin(svc.engine, name, request.form["password"])
+        except auth.AccountError:  # taken meanwhile by another admin's request
+            problem = "name", _("An admin with this name already exists.")
+    if problem is not None:
+        return render_admins({problem[0]: problem[1]}, typed_name=name[:64], status=400)
+    note(audit.ADMIN_ADD, name)
+    flash(_("Admin %(name)s added.", name=name), "ok")
+    return redirect(url_for("admin.admins_page"), code=303)
+
+
+@bp.post("/admins/<name>/remove")
+def remove_admin(name):
+    svc = services()
+    names = [row.name for row in auth.list_admins(svc.engine)]
+    if name not in names:
+        abort(404)
+    if len(names) == 1:
+        flash(_("The last admin cannot be removed: add another admin first."), "error")
+        return redirect(url_for("admin.admins_page"), code=303)
+    auth.remove_admin(svc.engine, name)
+    note(audit.ADMIN_REMOVE, name)
+    flash(_("Admin %(name)s removed; their browsers are signed out.", name=name), "ok")
+    return redirect(url_for("admin.admins_page"), code=303)
+
+
+@bp.post("/admins/password")
+def change_password():
+    """Change the signed-in admin's own password (the current one first); every other browser
+    signed in as this admin is signed out, this one stays signed in."""
+    svc = services()
+    if auth.authenticate(svc.engine, g.admin, request.form.get("current", "")) is None:
+        return render_admins({"current": _("This is not your current password.")}, status=400)
+    password = request.form.get("password", "")
+    problem = account_problem(g.admin, password, request.form.get("repeated", ""))
+    if problem is not None:
+        key = {"password": "new", "repeated": "new_repeated"}.get(problem[0], problem[0])
+        return render_admins({key: problem[1]}, status=400)
+    auth.set_password(svc.engine, g.admin, password)
+    auth.sign_in(auth.authenticate(svc.engine, g.admin, password))
+    note(audit.ADMIN_PASSWORD, g.admin)
+    flash(_("Your password is changed; your other browsers are signed out."), "ok")
+    return redirect(url_for("admin.admins_page"), code=303)
+
+
 @bp.get("/audit")
 def audit_page():
     try:
