@@ -38,7 +38,7 @@ def test_admin_on_a_phone(app, live_portal, phone_page, firewall):
 
     sign_in(page, base)
     assert page.locator("#online .figure").inner_text() == "1"
-    assert page.locator("#provider .good").inner_text().endswith("250.80")
+    assert page.locator("#provider .good").inner_text().endswith("250.80 RUB")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "admin-dashboard-phone")
 
@@ -95,7 +95,7 @@ def test_admin_logs_on_a_desktop(app, live_portal, browser):
         path = download.value.path()
         with open(path, encoding="utf-8-sig") as fh:
             lines = fh.read().splitlines()
-        assert lines[0].startswith("phone,mac,ip,") and GUEST_MAC in lines[1]
+        assert lines[0].startswith("Phone,Device (MAC),IP,") and GUEST_MAC in lines[1]
         page.click('nav a:has-text("Settings")')
         screenshot(page, "admin-settings-desktop")
         page.click('nav a:has-text("Audit log")')

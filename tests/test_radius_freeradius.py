@@ -3,6 +3,8 @@ the stock Debian config as its README says, on loopback ports, with `radclient` 
 Guests are verified the way they are in production: the phone form from their own address (a
 neighbour-table entry gives the MAC), then the simulator places the call."""
 
+import csv
+import io
 import hashlib
 import http.client
 import os
@@ -101,9 +103,12 @@ class Venue:
             assert signed_in.ok and "/admin/login" not in signed_in.url
             export = browser.get(self.url + "/admin/log.csv", timeout=10)
             assert export.status_code == 200
-        lines = export.content.decode("utf-8-sig").splitlines()
-        header = lines[0].split(",")
-        return [dict(zip(header, line.split(","))) for line in lines[1:]]
+        # Column titles are in the admin's language; the columns' order is fixed (idlog).
+        rows = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
+        names = ("phone", "mac", "ip", "verified_by", "verified_at", "session_start",
+                 "session_end", "end_reason", "bytes_in", "bytes_out")
+        assert len(rows[0]) == len(names)
+        return [dict(zip(names, row)) for row in rows[1:]]
 
 
 @pytest.fixture(scope="module")
