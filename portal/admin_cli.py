@@ -5,20 +5,8 @@ import sys
 
 import click
 
-from . import audit, auth, storage
-
-CONFIG_OPTION = click.option("--config", "config_path", required=True,
-                             type=click.Path(dir_okay=False), help="The callpass config file.")
-
-
-def open_database(config_path):
-    """The engine of the config's database, schema up to date."""
-    from .cli import load_config  # cli imports this module; import late to avoid a cycle
-
-    cfg = load_config(config_path)
-    engine = storage.connect(cfg["portal"]["database"])
-    storage.upgrade(engine)
-    return engine
+from . import audit, auth
+from .command import CONFIG_OPTION, open_database
 
 
 def read_password(name):

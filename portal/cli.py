@@ -13,39 +13,14 @@ import click
 
 from . import config as config_module
 from . import auth, create_app, firewall_sync, idlog, sessions, settings, storage, verification
+from .admin_cli import admin_group
+from .command import CONFIG_OPTION, fail, load_config, open_app, read_config
 from .firewall import FirewallError, NoopFirewall
 
 log = logging.getLogger("portal")
 
 MAINTENANCE_SECONDS = 60
 PURGE_SECONDS = 24 * 3600  # the identification log is purged once a day
-
-
-def load_config(path, demo=False):
-    """Load and check a config, or exit with every problem listed (exit 2)."""
-    try:
-        cfg = config_module.load(path)
-    except config_module.ConfigError as exc:
-        fail(exc.problems)
-    found = config_module.problems(cfg, demo=demo)
-    if found:
-        fail(found)
-    return cfg
-
-
-def read_config(path):
-    """Load a config without the checks serve needs (for commands that use a few keys only)."""
-    try:
-        return config_module.load(path)
-    except config_module.ConfigError as exc:
-        fail(exc.problems)
-
-
-def fail(problems):
-    click.echo("callpass: the configuration cannot be used:", err=True)
-    for problem in problems:
-        click.echo(f"  - {problem}", err=True)
-    sys.exit(2)
 
 
 def split_listen(listen):
@@ -60,7 +35,7 @@ def main():
 
 
 @main.command("check-config")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@CONFIG_OPTION
 def check_config(config_path):
     """Validate a config file; print what is wrong and exit non-zero."""
     cfg = load_config(config_path)
@@ -69,13 +44,11 @@ def check_config(config_path):
 
 
 @main.command("fw-sync")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@CONFIG_OPTION
 def fw_sync(config_path):
     """Make the firewall match the database: re-allow live sessions, remove ended ones."""
-    cfg = load_config(config_path)
-    app = create_app(cfg)
+    app = open_app(config_path)
     svc = app.extensions["callpass"]
-    storage.upgrade(svc.engine)
     try:
         allowed, revoked = firewall_sync.sync_all(svc.engine, svc.firewall)
         firewall_sync.apply_pending(svc.engine, svc.firewall)
@@ -91,23 +64,22 @@ def fw_sync(config_path):
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@CONFIG_OPTION
 def purge(config_path):
     """Delete identification records older than admin.retention_days (never an open session)."""
-    cfg = load_config(config_path)
-    engine = storage.connect(cfg["portal"]["database"])
-    storage.upgrade(engine)
-    click.echo("purged " + idlog.purge_recorded(engine, cfg["admin"]["retention_days"], "shell"))
+    app = open_app(config_path)
+    svc = app.extensions["callpass"]
+    click.echo("purged " + idlog.purge_recorded(svc.engine, svc.config["admin"]["retention_days"],
+                                                "shell"))
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@CONFIG_OPTION
 def serve(config_path):
     """Run the portal on a production WSGI server (waitress)."""
-    cfg = load_config(config_path)
-    app = create_app(cfg)
+    app = open_app(config_path)
     svc = app.extensions["callpass"]
-    storage.upgrade(svc.engine)
+    cfg = svc.config
     start_background(app)
     host, port = split_listen(cfg["portal"]["listen"])
     log.info("callpass serving on %s (public URL %s, firewall %s)",
@@ -188,7 +160,7 @@ def demo(host, port, config_path):
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@CONFIG_OPTION
 def backup(file, config_path):
     """Copy the SQLite database to FILE, consistent while callpass runs (online backup API)."""
     import os
@@ -230,7 +202,7 @@ def backup(file, config_path):
 
 
 @main.command("fw-up")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@CONFIG_OPTION
 def fw_up(config_path):
     """Create the firewall table from the config: `callpass-fw up` with gateway.lan and the port
     of portal.listen (what callpass-firewall.service and the OpenWrt init script run at boot).
@@ -274,8 +246,6 @@ def simulator(host, port, callback_url, secret, login, password, apikey):
     simulator_module.serve(host, port, callback_url=callback_url, secret=secret,
                            login=login, password=password, apikey=apikey)
 
-
-from .admin_cli import admin_group  # noqa: E402  (commands of the admin issue live there)
 
 main.add_command(admin_group)
 

@@ -543,10 +543,10 @@ class SimulatorServer:
 
 def serve(host, port, **app_kwargs):
     """Serve the simulator until interrupted (the `callpass simulator` command)."""
-    app = create_simulator_app(**app_kwargs)
-    server = make_server(host, port, app, threaded=True)
-    log.info("SMSC simulator listening on http://%s:%s", host, server.socket.getsockname()[1])
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    with SimulatorServer(host, port, **app_kwargs) as server:
+        log.info("SMSC simulator listening on %s", server.url)
+        try:
+            while server.thread.is_alive():
+                server.thread.join(1.0)
+        except KeyboardInterrupt:
+            pass

@@ -66,7 +66,7 @@ def time_to_online(folder, rounds):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://localhost:{server.server_port}"  # the portal's host (public_url)
-    simulator.state.callback_url = f"{base}/callback/smsc/{TOKEN}"
+    simulator.callback_url = f"{base}/callback/smsc/{TOKEN}"
     took = []
     try:
         with requests.Session() as http:

@@ -188,7 +188,7 @@ def live_portal(app, simulator, neighbour_table):
     thread.start()
     worker = app.extensions["callpass"].firewall_worker.start()
     url = f"http://127.0.0.1:{server.server_port}"
-    simulator.state.callback_url = f"{url}/callback/smsc/{CALLBACK_TOKEN}"
+    simulator.callback_url = f"{url}/callback/smsc/{CALLBACK_TOKEN}"
     yield SimpleNamespace(url=url, guest=Guest(app, neighbour_table))
     worker.stop()
     server.shutdown()

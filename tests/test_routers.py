@@ -193,7 +193,7 @@ def test_the_mikrotik_pages_in_a_browser(cfg, simulator, phone_page):
     storage.upgrade(app.extensions["callpass"].engine)
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    simulator.state.callback_url = f"{portal}/callback/smsc/{CALLBACK_TOKEN}"
+    simulator.callback_url = f"{portal}/callback/smsc/{CALLBACK_TOKEN}"
     app.extensions["callpass"].firewall_worker.start()
     hotspot = StandInHotspot(portal)
     try:
