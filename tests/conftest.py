@@ -84,6 +84,17 @@ def app(cfg, firewall):
 
 
 @pytest.fixture
+def configured_app(cfg):
+    """The app with the backend cfg names (`gateway.firewall`), not the recording firewall; for
+    modules that test a backend: `app = configured_app` in a module fixture."""
+    app = create_app(cfg)
+    storage.upgrade(app.extensions["callpass"].engine)
+    yield app
+    app.extensions["callpass"].firewall_worker.stop()
+    app.extensions["callpass"].engine.dispose()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

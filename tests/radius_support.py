@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from serve_support import stop_process
+
 STOCK = Path("/etc/freeradius/3.0")
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "freeradius"
 SECRET = "radius-test-shared-secret"
@@ -96,13 +98,7 @@ class FreeRadius:
         return self.log_path.read_text() if self.log_path.exists() else "(no log)"
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
     def auth(self, attributes):
         """An Access-Request with attributes ({"User-Name": …}) as a router sends it:

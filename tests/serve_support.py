@@ -145,11 +145,26 @@ class ServeProcess:
         self.log.close()
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.log.close()
+
+
+def stop_process(process):
+    """Terminate a test's child process (kill it when it takes more than 10 s); None is fine."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def provider_for(port):
+    """The real simulator as the provider of a `serve` on port (login venue / venue-password),
+    started; notifications go to that portal's handler URL. The caller stops it."""
+    from portal.simulator import SimulatorServer
+
+    return SimulatorServer(callback_url=f"http://127.0.0.1:{port}/callback/smsc/{TOKEN}",
+                           secret=SECRET, signature="md5",
+                           login="venue", password="venue-password").start()

@@ -8,10 +8,8 @@ import time
 import pytest
 import requests
 from conftest import signed_fields, wait_until
-from serve_support import (SECRET, TOKEN, ServeProcess, fake_script, free_port, write_arp,
-                           write_config)
-
-from portal.simulator import SimulatorServer
+from serve_support import (SECRET, TOKEN, ServeProcess, fake_script, free_port, provider_for,
+                           write_arp, write_config)
 
 GUEST_MAC = "02:cc:00:00:00:21"
 
@@ -20,9 +18,7 @@ GUEST_MAC = "02:cc:00:00:00:21"
 def portal(tmp_path):
     """`callpass serve` on loopback with the stand-in script, the simulator as provider."""
     port = free_port()
-    simulator = SimulatorServer(callback_url=f"http://127.0.0.1:{port}/callback/smsc/{TOKEN}",
-                                secret=SECRET, signature="md5",
-                                login="venue", password="venue-password").start()
+    simulator = provider_for(port)
     folder = tmp_path / "fw"
     script = fake_script(folder)
     config = write_config(tmp_path / "callpass.toml", port=port,
@@ -97,9 +93,7 @@ def test_slow_provider_does_not_slow_other_guests_probes_or_the_callback(tmp_pat
     import threading
 
     port = free_port()
-    simulator = SimulatorServer(callback_url=f"http://127.0.0.1:{port}/callback/smsc/{TOKEN}",
-                                secret=SECRET, signature="md5",
-                                login="venue", password="venue-password").start()
+    simulator = provider_for(port)
     guests = {f"127.0.0.{i}": f"02:cc:00:00:01:{i:02x}" for i in range(1, 23)}
     config = write_config(tmp_path / "callpass.toml", port=port, database=tmp_path / "db.sqlite3",
                           provider_url=simulator.url, arp=write_arp(tmp_path / "arp", guests),

@@ -12,7 +12,7 @@ import pytest
 from admin_support import admin  # noqa: F401  (fixture)
 from sqlalchemy import select
 
-from portal import create_app, idlog, radius, sessions, storage
+from portal import idlog, radius, sessions, storage
 
 TOKEN = "radius-token-0123456789"
 MAC = "02:00:00:00:00:10"
@@ -29,12 +29,8 @@ def cfg(cfg):
 
 
 @pytest.fixture
-def app(cfg):
-    app = create_app(cfg)
-    storage.upgrade(app.extensions["callpass"].engine)
-    yield app
-    app.extensions["callpass"].firewall_worker.stop()
-    app.extensions["callpass"].engine.dispose()
+def app(configured_app):
+    return configured_app
 
 
 def rest(**attributes):

@@ -44,12 +44,8 @@ def cfg(cfg):
 
 
 @pytest.fixture
-def app(cfg):
-    app = create_app(cfg)
-    storage.upgrade(app.extensions["callpass"].engine)
-    yield app
-    app.extensions["callpass"].firewall_worker.stop()
-    app.extensions["callpass"].engine.dispose()
+def app(configured_app):
+    return configured_app
 
 
 def token_of(started):

@@ -10,17 +10,14 @@ import time
 
 import pytest
 import requests
-from serve_support import SECRET, TOKEN, ServeProcess, free_port, write_arp, write_config
+from serve_support import TOKEN, ServeProcess, free_port, provider_for, write_arp, write_config
 
-from portal.simulator import SimulatorServer
 
 
 @pytest.fixture
 def portal(tmp_path):
     port = free_port()
-    simulator = SimulatorServer(callback_url=f"http://127.0.0.1:{port}/callback/smsc/{TOKEN}",
-                                secret=SECRET, signature="md5",
-                                login="venue", password="venue-password").start()
+    simulator = provider_for(port)
     config = write_config(tmp_path / "callpass.toml", port=port, database=tmp_path / "db.sqlite3",
                           provider_url=simulator.url, firewall="noop",
                           arp=write_arp(tmp_path / "arp", {"127.0.0.1": "02:cc:00:00:00:01"}))
