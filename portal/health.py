@@ -25,21 +25,30 @@ CHECK_SECONDS = 1
 _lock = threading.Lock()
 
 
+def remembered(svc, key, seconds, ask):
+    """ask()'s answer, asked at most once every `seconds` (kept in svc.cache under key)."""
+    with _lock:
+        cached = svc.cache.get(key)
+        if cached and time.monotonic() - cached[0] < seconds:
+            return cached[1]
+    answer = ask()
+    with _lock:
+        svc.cache[key] = (time.monotonic(), answer)
+    return answer
+
+
 def provider_status(svc):
     """{"ok": bool, "balance"|"error": …}, asking the provider at most once a minute."""
-    with _lock:
-        cached = svc.cache.get("provider_status")
-        if cached and time.monotonic() - cached[0] < PROVIDER_CHECK_SECONDS:
-            return cached[1]
+    return remembered(svc, "provider_status", PROVIDER_CHECK_SECONDS, ask_provider)
+
+
+def ask_provider():
     try:
-        answer = {"ok": True, "balance": settings.provider().balance()}
+        return {"ok": True, "balance": settings.provider().balance()}
     except ProviderRejected as exc:
-        answer = {"ok": False, "code": exc.code, "error": f"provider error {exc.code}: {exc.text}"}
+        return {"ok": False, "code": exc.code, "error": f"provider error {exc.code}: {exc.text}"}
     except ProviderError as exc:
-        answer = {"ok": False, "error": str(exc)}
-    with _lock:
-        svc.cache["provider_status"] = (time.monotonic(), answer)
-    return answer
+        return {"ok": False, "error": str(exc)}
 
 
 def forget_provider_status(svc):
@@ -50,19 +59,15 @@ def forget_provider_status(svc):
 
 def database_status(svc):
     """{"ok": bool[, "error"]}, asking the database at most once every CHECK_SECONDS."""
-    with _lock:
-        cached = svc.cache.get("database_status")
-        if cached and time.monotonic() - cached[0] < CHECK_SECONDS:
-            return cached[1]
-    try:
-        with svc.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        answer = {"ok": True}
-    except Exception as exc:  # any driver error means the same thing here: not healthy
-        answer = {"ok": False, "error": type(exc).__name__}
-    with _lock:
-        svc.cache["database_status"] = (time.monotonic(), answer)
-    return answer
+    def ask():
+        try:
+            with svc.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return {"ok": True}
+        except Exception as exc:  # any driver error means the same thing here: not healthy
+            return {"ok": False, "error": type(exc).__name__}
+
+    return remembered(svc, "database_status", CHECK_SECONDS, ask)
 
 
 def checks(svc):

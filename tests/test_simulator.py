@@ -269,26 +269,26 @@ def test_call_sends_a_signed_notification(http, smsc, receiver):
     assert smsc.state.waiting_calls() == []
 
 
-def test_call_signs_with_sha1_when_asked(http, receiver):
-    server = start_simulator(callback_url=receiver.url, secret="s3cret", signature="sha1")
+def call_once(http, receiver, **simulator):
+    """One wait_call and its call on a simulator of its own; the notification's form."""
+    server = start_simulator(callback_url=receiver.url, **simulator)
     try:
         http.post(server.url + "/sys/wait_call.php", data={"phone": GUEST, "fmt": "3"})
         assert http.post(server.url + "/sim/call", data={"phone": GUEST}).json()["status"] == 200
     finally:
         server.stop()
     [form] = receiver.forms
+    return form
+
+
+def test_call_signs_with_sha1_when_asked(http, receiver):
+    form = call_once(http, receiver, secret="s3cret", signature="sha1")
     assert form["sha1"] == hashlib.sha1(f"{GUEST_DIGITS}:{form['ts']}:s3cret".encode()).hexdigest()
     assert "md5" not in form
 
 
 def test_call_without_a_secret_is_unsigned(http, receiver):
-    server = start_simulator(callback_url=receiver.url)
-    try:
-        http.post(server.url + "/sys/wait_call.php", data={"phone": GUEST, "fmt": "3"})
-        assert http.post(server.url + "/sim/call", data={"phone": GUEST}).json()["status"] == 200
-    finally:
-        server.stop()
-    [form] = receiver.forms
+    form = call_once(http, receiver)
     assert set(form) == {"method", "waitcall", "phone", "ts"}
 
 
