@@ -22,10 +22,11 @@ from sqlalchemy import and_, func, or_, select
 
 from . import (asset_folder, audit, auth, guest, idlog, phone, services, sessions, settings,
                verification)
-from .config import DEFAULTS, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
+from .config import DEFAULTS, LANGUAGES, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
 from .extensions import limiter
 from .firewall import normalise_mac
 from .health import PROVIDER_CHECK_SECONDS, forget_provider_status, provider_status
+from .i18n import NAMES
 from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
 from .catalog import N_
 from .storage import access_session, notification, utcnow
@@ -234,8 +235,8 @@ def format_time(moment, seconds=False):
 @bp.context_processor
 def page_globals():
     venue = settings.current()["venue"]
-    name = venue["name"]
-    if name == DEFAULTS["venue"]["name"]:
+    name = settings.text_for(venue, "name", str(get_locale() or "en"))[0]
+    if not name or name == DEFAULTS["venue"]["name"]:
         name = _(DEFAULT_VENUE_NAME)  # the default name in the admin's language
     return {"admin_lang": str(get_locale() or "en"), "admin_tr": _, "admin_venue": name,
             "admin_zone": venue_zone().key}
@@ -538,6 +539,11 @@ def render_settings(effective, errors):
     typed = request.method == "POST"
 
     def value(key):
+        section, _sep, name = key.partition(".")
+        name, _sep, lang = name.partition(".")
+        if lang and not typed:  # one language's field of a venue text (venue.name.uk)
+            return settings.as_texts(effective[section][name],
+                                     effective["venue"]["default_language"]).get(lang, "")
         if typed:
             if key in settings.SECRETS:
                 return ""  # a secret is never sent back, not even what was just typed
@@ -555,6 +561,11 @@ def render_settings(effective, errors):
         section, _sep, name = key.partition(".")
         return effective[section][name]
 
+    # One field per offered language for the venue's texts (and for the default language, so
+    # that its required name has a field even while the form offers another set).
+    default_language = value("venue.default_language")
+    text_languages = [lang for lang in LANGUAGES
+                      if lang in chosen("venue.languages") or lang == default_language]
     messages = {key: _(exc.msgid, **exc.params) for key, exc in errors.items()}
     has_logo = settings.has_logo(services())
     provider = effective["provider"]
@@ -563,6 +574,7 @@ def render_settings(effective, errors):
         has_password=bool(provider["password"]), has_apikey=bool(provider["apikey"]),
         has_logo=has_logo, logo_kb=settings.LOGO_MAX_BYTES // 1024,
         rules=settings.RULES, system_zone=settings.system_timezone(),
+        text_languages=text_languages, language_names=NAMES,
         zone_names=sorted(settings.zone_names()))
 
 

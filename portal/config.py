@@ -151,10 +151,19 @@ def merge(config, data, problems, source):
             if key not in config[section]:
                 problems.append(f"{source}: unknown key {section}.{key}")
                 continue
+            if isinstance(value, dict) and f"{section}.{key}" in per_language_keys():
+                config[section][key] = value  # {lang: text}, checked by settings.RULES
+                continue
             try:
                 config[section][key] = coerce(value, config[section][key])
             except ValueError as exc:
                 problems.append(f"{source}: {section}.{key}: {exc}")
+
+
+def per_language_keys():
+    """The keys whose value may also be a table of texts by language (venue.name, …)."""
+    from .settings import PER_LANGUAGE  # settings imports this module
+    return PER_LANGUAGE
 
 
 def apply_environment(config, environ, problems):

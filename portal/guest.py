@@ -3,6 +3,7 @@ venue's page and logo."""
 
 import logging
 import math
+from collections import namedtuple
 from datetime import timezone
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import captive, opennds, phone, routers, services, sessions, settings, verification
 from .config import DEFAULTS
 from .extensions import limiter, portal_setting
+from .i18n import current_language
 from .provider import ProviderRejected, ProviderUnavailable
 from .storage import utcnow
 
@@ -40,6 +42,7 @@ UNAVAILABLE_MESSAGE = lazy_gettext("The phone service is not answering. "
 BUSY_MESSAGE = lazy_gettext("Many guests are signing in right now. "
                             "Please try again in a few seconds.")
 PROVIDER_SLOT_WAIT_SECONDS = 0.25
+VenueText = namedtuple("VenueText", "text lang")
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
 
 
@@ -49,10 +52,17 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 
                            "base-uri 'none'; frame-ancestors 'none'")
 
 
+def venue_text(name):
+    """The venue's text name ("welcome", "terms_text") for this page, with its language: the
+    guest's language's text, else the venue's default language's, else none."""
+    return VenueText(*settings.text_for(settings.effective_venue(), name, current_language()))
+
+
 def venue_name():
-    """The venue's name; the built-in default name is shown in the guest's language."""
-    name = settings.effective_venue()["name"]
-    return gettext("Free Wi-Fi") if name == DEFAULTS["venue"]["name"] else name
+    """The venue's name in the guest's language (as venue_text); the built-in default name, in
+    the guest's language, when the venue has none."""
+    name = venue_text("name").text
+    return name if name and name != DEFAULTS["venue"]["name"] else gettext("Free Wi-Fi")
 
 
 def has_logo():
@@ -74,8 +84,8 @@ def terms_link():
 @bp.app_context_processor
 def branding():
     """Venue name, logo, texts and terms for every page."""
-    return {"venue": settings.effective_venue, "venue_name": venue_name, "has_logo": has_logo,
-            "terms_link": terms_link}
+    return {"venue": settings.effective_venue, "venue_name": venue_name, "venue_text": venue_text,
+            "has_logo": has_logo, "terms_link": terms_link}
 
 
 @bp.after_request

@@ -177,6 +177,69 @@ class Text:
         return self.check(form.get(key, "").replace("\r\n", "\n").strip())
 
 
+class Texts:
+    """A venue text per language: {"ru": …, "en": …} (a language without text is left out). A
+    plain string is the default language's text: configs and stored settings from before texts
+    per language read on unchanged. The form has one field per language, named key.<lang>."""
+
+    def __init__(self, shortest, longest):
+        self.shortest, self.longest = shortest, longest
+        self.one = Text(0, longest)  # the default language's text must be there: cross_check
+
+    def check(self, value):
+        if isinstance(value, str):
+            return self.one.check(value)
+        if not isinstance(value, dict):
+            raise Invalid(N_("Give one text, or one per language."))
+        for lang, text in value.items():
+            if lang not in LANGUAGES:
+                raise Invalid(N_("“%(lang)s” is not one of %(known)s."), lang=lang,
+                              known=", ".join(LANGUAGES))
+            if not isinstance(text, str):
+                raise Invalid(N_("Give one text, or one per language."))
+            self.one.check(text)
+        return value
+
+    def read(self, form, key, stored, default_language):
+        """({lang: text}, {field: Invalid}): the languages the form has a field for, the stored
+        texts of the others (a language no longer offered keeps its text)."""
+        texts, errors = as_texts(stored, default_language), {}
+        for lang in LANGUAGES:
+            field = f"{key}.{lang}"
+            if field in form:
+                try:
+                    texts[lang] = self.one.read(form, field)
+                except Invalid as exc:
+                    errors[field] = exc
+        return {lang: text for lang, text in texts.items() if text}, errors
+
+
+def as_texts(value, default_language):
+    """{lang: text} of a venue text (a plain string is the default language's)."""
+    if isinstance(value, dict):
+        return {lang: text for lang, text in value.items() if text}
+    return {default_language: value} if value else {}
+
+
+def compact_texts(texts, default_language):
+    """How a venue text is stored: a plain string while only the default language has one (as
+    before texts per language, so older versions and single-text setups read it), else the dict."""
+    if set(texts) <= {default_language}:
+        return texts.get(default_language, "")
+    return texts
+
+
+def text_for(venue, name, lang):
+    """(text, its language) of venue text name for a page in lang: lang's text, else the default
+    language's, else ("", lang)."""
+    default = venue["default_language"]
+    texts = as_texts(venue[name], default)
+    for candidate in (lang, default):
+        if texts.get(candidate):
+            return texts[candidate], candidate
+    return "", lang
+
+
 class Flag:
     """On or off (a checkbox)."""
 
@@ -318,9 +381,9 @@ class Garden:
 
 
 RULES = {
-    "venue.name": Text(1, 80),
-    "venue.welcome": Text(0, 1000),
-    "venue.terms_text": Text(0, 10000),
+    "venue.name": Texts(1, 80),
+    "venue.welcome": Texts(0, 1000),
+    "venue.terms_text": Texts(0, 10000),
     "venue.terms_url": Url(is_optional=True),
     "venue.require_terms": Flag(),
     "venue.languages": Languages(),
@@ -340,6 +403,7 @@ RULES = {
 }
 EDITABLE = tuple(RULES)  # the keys an admin may change on the settings page
 SECRETS = tuple(key for key, rule in RULES.items() if isinstance(rule, Secret))
+PER_LANGUAGE = tuple(key for key, rule in RULES.items() if isinstance(rule, Texts))
 
 
 def check_url(text, *, empty_ok=False):
@@ -395,10 +459,17 @@ def cross_check(values, errors, *, needs_credentials=True):
     """The rules across keys, on {key: value} of every editable key: {key: Invalid} reported on
     the field the admin has to change (keys that already have an error are left alone)."""
     found = {}
+    default = values["venue.default_language"]
+    for key in PER_LANGUAGE:
+        if RULES[key].shortest and not has_error(errors, key) and "venue.default_language" \
+                not in errors and not as_texts(values[key], default).get(default):
+            # the last step of the fallback: a guest of any language sees this text
+            found[f"{key}.{default}"] = Invalid(N_("This cannot be empty."))
     if not {"venue.languages", "venue.default_language"} & set(errors) \
             and values["venue.default_language"] not in values["venue.languages"]:
         found["venue.default_language"] = Invalid(N_("Pick one of the languages offered."))
-    if not {"venue.require_terms", "venue.terms_text", "venue.terms_url"} & set(errors) \
+    if not {"venue.require_terms", "venue.terms_url"} & set(errors) \
+            and not has_error(errors, "venue.terms_text") \
             and values["venue.require_terms"] \
             and not (values["venue.terms_text"] or values["venue.terms_url"]):
         found["venue.require_terms"] = Invalid(
@@ -409,6 +480,11 @@ def cross_check(values, errors, *, needs_credentials=True):
             and not (values["provider.login"] and values["provider.password"]):
         found["provider.login"] = Invalid(N_("Enter the provider login and password, or an API key."))
     return found
+
+
+def has_error(errors, key):
+    """Whether key, or one of its per-language fields (key.<lang>), has an error."""
+    return any(field == key or field.startswith(key + ".") for field in errors)
 
 
 def check_all(config, *, needs_credentials=True):
@@ -437,7 +513,13 @@ def parse_form(form, effective):
     values, errors = {}, {}
     for key, rule in RULES.items():
         try:
-            values[key] = rule.read(form, key, get(key)) if key in SECRETS else rule.read(form, key)
+            if key in PER_LANGUAGE:
+                values[key], wrong = rule.read(form, key, get(key), get("venue.default_language"))
+                errors.update(wrong)
+            elif key in SECRETS:
+                values[key] = rule.read(form, key, get(key))
+            else:
+                values[key] = rule.read(form, key)
         except Invalid as exc:
             errors[key] = exc
     errors.update(cross_check({key: values.get(key, get(key)) for key in RULES}, errors))
@@ -454,6 +536,8 @@ def parse_form(form, effective):
         return {}, errors
     if set(values["venue.languages"]) == set(get("venue.languages")):
         values["venue.languages"] = get("venue.languages")  # same choice: keep the configured order
+    for key in PER_LANGUAGE:
+        values[key] = compact_texts(values[key], values["venue.default_language"])
     return {key: value for key, value in values.items() if value != get(key)}, {}
 
 

@@ -61,13 +61,21 @@ def admin(app):
 
 
 def settings_form(app, **changes):
-    """The settings form as the page fills it (current values), with changes ({"venue.name": …})."""
+    """The settings form as the page fills it (current values), with changes
+    ({"venue.name.en": …}: a venue text has a field per offered language)."""
     svc = app.extensions["callpass"]
     effective = settings.load(svc)
     form = {}
     for key in settings.EDITABLE:
         section, _, name = key.partition(".")
         value = effective[section][name]
+        if key in settings.PER_LANGUAGE:  # a field per offered language: venue.name.en, …
+            default = effective["venue"]["default_language"]
+            texts = settings.as_texts(value, default)
+            for lang in settings.LANGUAGES:
+                if lang in effective["venue"]["languages"] or lang == default:
+                    form[f"{key}.{lang}"] = texts.get(lang, "")
+            continue
         if key in settings.SECRETS:
             value = ""
         elif isinstance(value, bool):

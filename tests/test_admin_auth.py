@@ -145,7 +145,7 @@ def test_forms_without_csrf_token_are_refused_and_change_nothing(app, admin, gue
     calls_before = list(firewall.calls)
 
     changed = admin.client.post("/admin/settings",
-                                data=settings_form(app, **{"venue.name": "Hacked"}))
+                                data=settings_form(app, **{"venue.name.en": "Hacked"}))
     assert changed.status_code == 400
     assert "The form has expired" in changed.get_data(as_text=True)
     assert stored_settings(app) == {}

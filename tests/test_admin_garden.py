@@ -21,7 +21,7 @@ def garden_calls(firewall):
 def test_networks_wider_than_a_16_or_a_32_are_refused_and_nothing_changes(app, admin, firewall,
                                                                           typed):
     page = admin.post("/admin/settings", settings_form(
-        app, **{"gateway.garden": typed, "venue.name": "Café Fox"}))
+        app, **{"gateway.garden": typed, "venue.name.en": "Café Fox"}))
     assert page.status_code == 400
     first = typed.split("\n")[0]
     assert (f'id="gateway.garden-error" role="alert">“{first}” is too wide: it would let '

@@ -8,6 +8,7 @@ import pytest
 
 from admin_support import admin, settings_form, stored_settings  # noqa: F401
 from portal import config as config_module
+from portal import settings
 from portal import firewall
 
 SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "callpass-fw"
@@ -30,7 +31,7 @@ def test_a_file_at_the_limits_is_a_form_the_admin_can_save(app, admin):
     saved = admin.post("/admin/settings", settings_form(app))
     assert saved.status_code == 303
     assert "Nothing was changed." in admin.get("/admin/settings").get_data(as_text=True)
-    changed = admin.post("/admin/settings", settings_form(app, **{"venue.name": "Café Fox"}))
+    changed = admin.post("/admin/settings", settings_form(app, **{"venue.name.en": "Café Fox"}))
     assert changed.status_code == 303
     assert stored_settings(app) == {"venue.name": "Café Fox"}
 
@@ -52,10 +53,11 @@ def test_one_step_past_a_limit_is_refused_in_the_file_and_on_the_form(app, admin
     assert any(p.startswith(f"{key}: ") and words in p
                for p in config_module.problems(file_config, demo=True))
     typed = "\n".join(value) if isinstance(value, list) else str(value)
-    page = admin.post("/admin/settings", settings_form(app, **{key: typed}))
+    field = key + ".en" if key in settings.PER_LANGUAGE else key  # the default language's field
+    page = admin.post("/admin/settings", settings_form(app, **{field: typed}))
     assert page.status_code == 400
     html = page.get_data(as_text=True)
-    error = re.search(f'id="{re.escape(key)}-error" role="alert">([^<]*)<', html)
+    error = re.search(f'id="{re.escape(field)}-error" role="alert">([^<]*)<', html)
     assert error and words in error.group(1)
     assert stored_settings(app) == {}
 

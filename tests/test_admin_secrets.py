@@ -45,7 +45,7 @@ def ask_the_provider(app, admin):
 def test_a_new_address_without_the_password_is_refused_and_gets_nothing(
         app, admin, guest, simulator, new_provider, address_field):
     page = admin.post("/admin/settings", settings_form(
-        app, **{address_field: new_provider.url, "venue.name": "Café Fox"}))
+        app, **{address_field: new_provider.url, "venue.name.en": "Café Fox"}))
     assert page.status_code == 400
     html = page.get_data(as_text=True)
     assert "Nothing was saved" in html
@@ -76,7 +76,7 @@ def test_the_new_address_gets_only_the_password_typed_with_it(app, admin, new_pr
 
     # Later saves at the same address keep the stored password without asking again.
     assert admin.post("/admin/settings", settings_form(
-        app, **{"venue.name": "Café Fox"})).status_code == 303
+        app, **{"venue.name.en": "Café Fox"})).status_code == 303
 
 
 def test_every_stored_secret_must_be_typed_again_or_removed(app, admin, new_provider):

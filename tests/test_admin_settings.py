@@ -15,7 +15,7 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
 def test_venue_name_and_session_length_reach_guests_without_restart(app, admin, guest, firewall):
     assert "Café Fox" not in guest.client.get("/").get_data(as_text=True)
     saved = admin.post("/admin/settings", settings_form(
-        app, **{"venue.name": "Café Fox", "portal.session_minutes": "90"}))
+        app, **{"venue.name.en": "Café Fox", "portal.session_minutes": "90"}))
     assert saved.status_code == 303
     assert "Saved." in admin.get("/admin/settings").get_data(as_text=True)
 
@@ -37,17 +37,17 @@ def test_venue_name_and_session_length_reach_guests_without_restart(app, admin, 
 
 
 def test_bad_input_is_named_per_field_and_nothing_is_saved(app, admin):
-    typed = {"venue.name": "   ", "portal.session_minutes": "ninety",
+    typed = {"venue.name.en": "   ", "portal.session_minutes": "ninety",
              "portal.verification_minutes": "0", "portal.default_region": "XX",
              "venue.terms_url": "javascript:alert(1)", "gateway.garden": "10.0.0.1/8\nexample.com",
              "provider.base_url": "smsc.ru", "venue.languages": [],
-             "venue.welcome": "Welcome to <b>the bar</b>"}
+             "venue.welcome.en": "Welcome to <b>the bar</b>"}
     page = admin.post("/admin/settings", settings_form(app, **typed))
     assert page.status_code == 400
     html = page.get_data(as_text=True)
     assert "Nothing was saved" in html
     for key, words in [
-            ("venue.name", "This cannot be empty."),
+            ("venue.name.en", "This cannot be empty."),
             ("portal.session_minutes", "Enter a whole number from 1 to 44640."),
             ("portal.verification_minutes", "Enter a whole number from 1 to 60."),
             ("portal.default_region", "Enter a two-letter country code"),
@@ -61,6 +61,59 @@ def test_bad_input_is_named_per_field_and_nothing_is_saved(app, admin):
     assert 'value="ninety"' in html
     assert stored_settings(app) == {}
     assert [r.action for r in audit_rows(app)] == ["login"]
+
+
+def guest_page(app, lang, path="/"):
+    """A guest's page in lang (by the browser's Accept-Language)."""
+    return app.test_client().get(path, headers={"Accept-Language": lang}).get_data(as_text=True)
+
+
+def test_venue_texts_per_language_with_the_default_language_as_fallback(app, admin):
+    form = settings_form(app, **{
+        "venue.name.en": "Fox Café", "venue.name.ru": "Кафе «Лис»",
+        "venue.welcome.en": "Welcome!", "venue.welcome.uk": "Ласкаво просимо!",
+        "venue.terms_text.ru": "Не нарушайте закон.", "venue.terms_url": ""})
+    assert set(form) >= {f"venue.{key}.{lang}" for key in ("name", "welcome", "terms_text")
+                         for lang in ("ru", "uk", "en")}  # a field per offered language
+    assert admin.post("/admin/settings", form).status_code == 303
+    assert stored_settings(app) == {
+        "venue.name": {"ru": "Кафе «Лис»", "en": "Fox Café"},
+        "venue.welcome": {"uk": "Ласкаво просимо!", "en": "Welcome!"},
+        "venue.terms_text": {"ru": "Не нарушайте закон."}}
+
+    russian = guest_page(app, "ru")  # its own name; no Russian welcome: the default's (en)
+    assert "Кафе «Лис»" in russian and "Fox Café" not in russian
+    assert '<p class="welcome venue-text" lang="en">Welcome!</p>' in russian
+    assert "Не нарушайте закон." in russian
+    ukrainian = guest_page(app, "uk")  # no Ukrainian name: the default's
+    assert "Fox Café" in ukrainian and "Ласкаво просимо!" in ukrainian
+    assert "Welcome!" not in ukrainian
+    english = guest_page(app, "en", "/venue")
+    assert "Fox Café" in english and "Welcome!" in english
+    assert "Не нарушайте" not in english and 'id="terms"' not in english  # no text: nothing
+
+    page = admin.get("/admin/settings").get_data(as_text=True)
+    assert 'name="venue.welcome.uk" lang="uk" rows="3"' in page and "Ласкаво просимо!" in page
+    assert admin.post("/admin/settings", settings_form(app)).status_code == 303
+    assert "Nothing was changed." in admin.get("/admin/settings").get_data(as_text=True)
+
+
+def test_a_single_text_is_the_default_languages(app, admin):
+    assert admin.post("/admin/settings", settings_form(
+        app, **{"venue.welcome.en": "Welcome!"})).status_code == 303
+    assert stored_settings(app) == {"venue.welcome": "Welcome!"}  # as before texts per language
+    assert "Welcome!" in guest_page(app, "ru")
+    # Another default language: the text stays English, and the new default needs a name.
+    moved = admin.post("/admin/settings", settings_form(
+        app, **{"venue.default_language": "ru", "venue.name.ru": ""}))
+    assert moved.status_code == 400
+    assert 'id="venue.name.ru-error" role="alert">This cannot be empty.' in moved.get_data(
+        as_text=True)
+    assert admin.post("/admin/settings", settings_form(
+        app, **{"venue.default_language": "ru", "venue.name.ru": "Кафе"})).status_code == 303
+    assert stored_settings(app)["venue.welcome"] == {"en": "Welcome!"}
+    assert stored_settings(app)["venue.name"] == {"ru": "Кафе", "en": "Free Wi-Fi"}
+    assert "Welcome!" in guest_page(app, "en") and "Welcome!" not in guest_page(app, "uk")
 
 
 def test_rules_across_fields(app, admin):

@@ -43,14 +43,14 @@ def test_admin_on_a_phone(app, live_portal, phone_page, firewall):
     screenshot(page, "admin-dashboard-phone")
 
     page.click('nav a:has-text("Settings")')
-    page.fill('[name="venue.name"]', "")
+    page.fill('[name="venue.name.en"]', "")
     page.fill('[name="portal.session_minutes"]', "0")
     page.click('button:has-text("Save")')
-    assert page.locator('[id="venue.name-error"]').inner_text() == "This cannot be empty."
+    assert page.locator('[id="venue.name.en-error"]').inner_text() == "This cannot be empty."
     assert page.locator('[id="portal.session_minutes-error"]').is_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "admin-settings-errors-phone")
-    page.fill('[name="venue.name"]', "Café Fox")
+    page.fill('[name="venue.name.en"]', "Café Fox")
     page.fill('[name="portal.session_minutes"]', "90")
     page.click('button:has-text("Save")')
     assert "Saved." in page.locator(".flash.ok").inner_text()

@@ -51,6 +51,20 @@ def test_bad_files_name_the_problem(tmp_path, text, words):
     assert words in str(caught.value)
 
 
+def test_venue_texts_may_be_given_per_language(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[venue]\nname = "Кафе"\nwelcome = { ru = "Привет!", en = "Hello!" }\n')
+    cfg = config.load(path, environ={})
+    assert cfg["venue"]["name"] == "Кафе" and cfg["venue"]["welcome"]["en"] == "Hello!"
+    assert config.problems(cfg, demo=True) == []
+    path.write_text('[venue]\nname = { en = "Cafe", de = "Café" }\n')
+    assert "venue.name: “de” is not one of ru, uk, en." in config.problems(
+        config.load(path, environ={}), demo=True)
+    path.write_text('[venue]\nname = { en = "Cafe" }\n')  # the default language (ru) has none
+    assert "venue.name.ru: This cannot be empty." in config.problems(
+        config.load(path, environ={}), demo=True)
+
+
 def test_bad_environment_value_is_named():
     with pytest.raises(config.ConfigError, match="CALLPASS_PORTAL_SESSION_MINUTES"):
         config.load(None, environ={"CALLPASS_PORTAL_SESSION_MINUTES": "ten"})

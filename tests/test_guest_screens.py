@@ -47,8 +47,15 @@ MAIN_BUTTON = {"ru": "Получить номер для звонка", "uk": "�
                "en": "Get a number to call"}
 TERMS_BOX = {"ru": "Я принимаю правила пользования", "uk": "Я приймаю правила користування",
              "en": "I accept the terms of use"}
-WELCOME = "Добро пожаловать в «Котик»!\nWi-Fi бесплатно для гостей кафе."
-TERMS = "\n".join(["Не нарушайте закон.", "Не раздавайте сеть."] * 8)
+# The venue's texts in each language (settings.Texts): a page shows its own language's.
+NAME = {"ru": "Кафе «Котик»", "uk": "Кафе «Котик»", "en": "Kotik Café"}
+WELCOME = {"ru": "Добро пожаловать в «Котик»!\nWi-Fi бесплатно для гостей кафе.",
+           "uk": "Ласкаво просимо до «Котика»!\nWi-Fi безкоштовно для гостей кафе.",
+           "en": "Welcome to Kotik!\nFree Wi-Fi for the café's guests."}
+TERMS_LINE = {"ru": "Не раздавайте сеть.", "uk": "Не роздавайте мережу.",
+              "en": "Do not share the network."}
+TERMS = {"ru": "Не нарушайте закон.", "uk": "Не порушуйте закон.", "en": "Do not break the law."}
+TERMS = {lang: "\n".join([TERMS[lang], TERMS_LINE[lang]] * 8) for lang in TERMS}
 
 
 def png(width, height, rgb):
@@ -69,7 +76,7 @@ def portal(live_portal, neighbour_table, firewall, app, tmp_path):
     logo.write_bytes(png(120, 40, (200, 80, 30)))
     svc = app.extensions["callpass"]
     svc.config["venue"]["logo"] = str(logo)
-    settings.save(svc, {"venue.name": "Кафе «Котик»", "venue.require_terms": True,
+    settings.save(svc, {"venue.name": NAME, "venue.require_terms": True,
                         "venue.welcome": WELCOME, "venue.terms_text": TERMS}, "test")
     port = live_portal.url.rsplit(":", 1)[1]
     return SimpleNamespace(url=f"http://localhost:{port}", engine=svc.engine)
@@ -118,11 +125,11 @@ def in_view(page, locator):
 
 
 def portal_text(page):
-    """The page's visible text that the portal writes: not the venue's own texts (one language
-    for now, see README), not the names of the languages in the switch."""
+    """The page's visible text, the venue's own texts included (given per language), but not
+    the names of the languages in the switch."""
     return page.evaluate("""() => {
         const copy = document.body.cloneNode(true);
-        copy.querySelectorAll('.langs, .venue, .venue-text, script, noscript')
+        copy.querySelectorAll('.langs, script, noscript')
             .forEach(n => n.remove());
         return copy.innerText;
     }""")
@@ -178,7 +185,7 @@ def test_the_form_fits_and_its_errors_are_seen(portal, open_page, size, lang):
     field = page.get_by_label(PHONE_FIELD[lang])
     button = page.get_by_role("button", name=MAIN_BUTTON[lang])
     assert page.locator("img.logo").evaluate("img => img.naturalWidth") == 120
-    assert page.get_by_text("Добро пожаловать в «Котик»!").count() == 1
+    assert page.get_by_text(WELCOME[lang].split("\n")[0]).count() == 1
     assert above_the_fold(page, field) and above_the_fold(page, button), box(button)
     assert above_the_fold(page, page.get_by_label(TERMS_BOX[lang]))
     assert_one_language(page, lang)
@@ -320,6 +327,9 @@ def test_the_venue_page(portal, open_page, lang):
     page = open_page(SCREENS[0], lang)
     page.goto(portal.url + "/")
     page.locator("footer a").click()
-    assert page.get_by_text("Не раздавайте сеть.").first.is_visible()
+    page.wait_for_url(re.compile(r"/venue$"))
+    page.wait_for_load_state()  # its style sheet too, before measuring the links
+    assert page.get_by_text(TERMS_LINE[lang]).first.is_visible()
+    assert page.locator("h1").inner_text() == NAME[lang]
     assert_one_language(page, lang)
     assert small_targets(page) == []
