@@ -639,6 +639,14 @@ def back_to_sessions():
     return redirect(url_for("admin.sessions_page", q=request.form.get("q") or None), code=303)
 
 
+@bp.get("/sessions/<int:session_id>/end")
+def confirm_end(session_id):
+    """The second step of "End now": which device and phone, and a button that ends it (a page,
+    not a script dialog, so that it works without JavaScript)."""
+    return render_template("admin/end_session.html", s=open_session(session_id),
+                           q=request.args.get("q", "")[:40])
+
+
 @bp.post("/sessions/<int:session_id>/end")
 def end_session(session_id):
     svc = services()

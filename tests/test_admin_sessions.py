@@ -30,7 +30,14 @@ def test_ending_a_session_cuts_the_device_off(app, admin, make_guest, firewall):
 
     page = admin.get("/admin/sessions").get_data(as_text=True)
     assert GUEST_MAC in page and "+79161234567" in page
-    ended = admin.post(f"/admin/sessions/{session.id}/end", page="/admin/sessions")
+    # "End now" asks first, on a page of its own (no script needed); asking changes nothing.
+    asked = admin.get(f"/admin/sessions/{session.id}/end?q=916").get_data(as_text=True)
+    assert "End this session?" in asked and GUEST_MAC in asked and "+79161234567" in asked
+    assert 'name="q" value="916"' in asked and 'href="/admin/sessions?q=916">Cancel' in asked
+    assert session_rows(app)[0].ended_at is None
+    assert b"You are online" in guest.client.get("/").data
+    ended = admin.post(f"/admin/sessions/{session.id}/end",
+                       page=f"/admin/sessions/{session.id}/end")
     assert ended.status_code == 303
 
     settle(app)
@@ -46,6 +53,7 @@ def test_ending_a_session_cuts_the_device_off(app, admin, make_guest, firewall):
 
     again = admin.post(f"/admin/sessions/{session.id}/end", page="/admin/sessions")
     assert again.status_code == 404
+    assert admin.get(f"/admin/sessions/{session.id}/end").status_code == 404
 
 
 def test_extending_a_session_moves_its_end_and_tells_the_firewall(app, admin, make_guest, firewall):

@@ -61,7 +61,12 @@ def test_admin_on_a_phone(app, live_portal, phone_page, firewall):
     page.goto(base + "/admin/sessions")
     assert page.locator("#live tbody tr").count() == 1
     screenshot(page, "admin-sessions-phone")
-    page.click('button:has-text("End now")')
+    page.click('a:has-text("End now")')
+    assert page.locator("h1").inner_text() == "End this session?"  # a second step, no script
+    assert GUEST_MAC in page.locator("dl.facts").inner_text()
+    assert ("revoke", GUEST_MAC) not in firewall.calls
+    screenshot(page, "admin-end-session-phone")
+    page.click('button:has-text("End the session")')
     assert "ended" in page.locator(".flash.ok").inner_text()
     assert ("revoke", GUEST_MAC) in firewall.calls
     assert page.locator("#ended tbody tr").count() == 1
