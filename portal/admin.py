@@ -20,8 +20,8 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import and_, func, or_, select
 
-from . import (asset_folder, audit, auth, guest, idlog, phone, services, sessions, settings,
-               verification)
+from . import (asset_folder, audit, auth, blocklist, guest, idlog, phone, services, sessions,
+               settings, verification)
 from .config import DEFAULTS, LANGUAGES, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
 from .extensions import limiter
 from .firewall import normalise_mac
@@ -49,6 +49,7 @@ END_REASONS = {
     "device-limit": N_("too many devices for this phone"),
     "firewall-missing": N_("missing from the firewall"),
     "admin": N_("ended by an admin"),
+    "blocked": N_("blocked by an admin"),
     idlog.OPEN: N_("still online"),
 }
 ACTIONS = {
@@ -64,6 +65,8 @@ ACTIONS = {
     audit.ADMIN_ADD: N_("added an admin"),
     audit.ADMIN_PASSWORD: N_("changed an admin password"),
     audit.ADMIN_REMOVE: N_("removed an admin"),
+    audit.BLOCK: N_("blocked a phone or device"),
+    audit.UNBLOCK: N_("unblocked a phone or device"),
 }
 STATES = {"confirmed": N_("confirmed"), "expired": N_("expired"), "failed": N_("failed")}
 # What portal/callback.py stores as a notification's reason (English, for the server log too),
@@ -129,6 +132,8 @@ def audit_detail(row):
     if row.action == audit.SESSION_EXTEND:
         return _("session %(id)s: %(mac)s, %(minutes)s minutes more", id=data["session"],
                  mac=data["mac"], minutes=data["minutes"])
+    if row.action in (audit.BLOCK, audit.UNBLOCK):
+        return _("%(value)s: %(reason)s", value=data["value"], reason=data["reason"])
     if row.action == audit.EXPORT:
         return _("sessions started from %(start)s to %(end)s",
                  start=data["from"] or _("the first record"), end=data["to"] or _("now"))
@@ -701,6 +706,70 @@ def extend_session(session_id):
             time=format_time(new_end)), "ok")
     note(audit.SESSION_EXTEND, {"session": session_id, "mac": row.mac, "minutes": minutes})
     return back_to_sessions()
+
+
+# --- Blocked phones and devices ----------------------------------------------------------------
+
+def blocked_target(text):
+    """(kind, value) of what the admin typed: a MAC, else a phone number in any form the guest
+    form accepts; None when it is neither."""
+    try:
+        return blocklist.MAC, normalise_mac(text.strip())
+    except ValueError:
+        pass
+    region = settings.current()["portal"]["default_region"]
+    try:
+        return blocklist.PHONE, phone.normalise(text, region)
+    except phone.InvalidPhone:
+        return None
+
+
+def render_blocked(errors=None, typed=None, status=200):
+    return render_template("admin/blocked.html", rows=blocklist.entries(services().engine),
+                           errors=errors or {}, typed=typed or {},
+                           max_reason=blocklist.MAX_REASON), status
+
+
+@bp.get("/blocked")
+def blocked_page():
+    """Blocked phones and devices: block one (with a reason), unblock one."""
+    return render_blocked(typed={"target": request.args.get("target", "")[:40]})
+
+
+@bp.post("/blocked")
+def block():
+    svc = services()
+    typed = {"target": request.form.get("target", "")[:40],
+             "reason": request.form.get("reason", "").strip()[:blocklist.MAX_REASON]}
+    errors = {}
+    target = blocked_target(typed["target"])
+    if target is None:
+        errors["target"] = _("Enter a phone number (+7 916 123-45-67) or a MAC address "
+                             "(aa:bb:cc:dd:ee:ff).")
+    if not typed["reason"]:
+        errors["reason"] = _("Say why: the audit log keeps it.")
+    if not errors:
+        try:
+            ended = blocklist.block(svc.engine, *target, typed["reason"], g.admin)
+        except blocklist.AlreadyBlocked:
+            errors["target"] = _("%(value)s is blocked already.", value=target[1])
+    if errors:
+        return render_blocked(errors, typed, 400)
+    if ended:
+        svc.firewall_worker.wake()
+    note(audit.BLOCK, {"kind": target[0], "value": target[1], "reason": typed["reason"]})
+    flash(_("%(value)s is blocked; sessions ended: %(n)s.", value=target[1], n=ended), "ok")
+    return redirect(url_for("admin.blocked_page"), code=303)
+
+
+@bp.post("/blocked/<int:block_id>/remove")
+def unblock(block_id):
+    row = blocklist.unblock(services().engine, block_id)
+    if row is None:
+        abort(404)
+    note(audit.UNBLOCK, {"kind": row.kind, "value": row.value, "reason": row.reason})
+    flash(_("%(value)s is no longer blocked.", value=row.value), "ok")
+    return redirect(url_for("admin.blocked_page"), code=303)
 
 
 # --- Identification log and audit log ----------------------------------------------------------

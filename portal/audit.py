@@ -25,6 +25,8 @@ PURGE = "purge"
 ADMIN_ADD = "admin-add"
 ADMIN_PASSWORD = "admin-password"
 ADMIN_REMOVE = "admin-remove"
+BLOCK = "block"
+UNBLOCK = "unblock"
 
 MAX_DETAIL = 1000
 

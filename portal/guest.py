@@ -15,7 +15,8 @@ from markupsafe import Markup
 from flask_babel import format_time, gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import captive, opennds, phone, routers, services, sessions, settings, verification
+from . import (blocklist, captive, opennds, phone, routers, services, sessions, settings,
+               verification)
 from .config import DEFAULTS
 from .extensions import limiter, portal_setting
 from .i18n import current_language
@@ -44,6 +45,9 @@ BUSY_MESSAGE = lazy_gettext("Many guests are signing in right now. "
 PROVIDER_SLOT_WAIT_SECONDS = 0.25
 VenueText = namedtuple("VenueText", "text lang")
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
+# A blocked phone or device is told no more than this (the staff know why: see blocklist).
+BLOCKED_MESSAGE = lazy_gettext("Sign-in is not available for this device or number here. "
+                               "Please ask the staff.")
 
 
 # Guest pages load nothing from elsewhere; the browser enforces it too.
@@ -218,6 +222,9 @@ def start():
     ip, mac = captive.device_identity()
     if mac is None:
         return render_template("not_on_lan.html", ip=ip), 403
+    if blocklist.is_blocked(svc.engine, number, mac):
+        log.info("refused a blocked phone or device: %s %s", number, mac)
+        return form_page(typed, status=403, notice=str(BLOCKED_MESSAGE))
     row = verification.remember_device(
         svc.engine, number, mac, ip, portal["remember_days"],
         portal["session_minutes"], portal["devices_per_phone"])

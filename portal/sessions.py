@@ -54,11 +54,13 @@ def limit_devices(conn, phone, devices, now):
                access_session.c.ends_at > now)
         .order_by(access_session.c.started_at.desc(), access_session.c.id.desc())).all()
     for row in open_rows[devices:]:
-        _end(conn, row.id, row.mac, "device-limit", now)
+        end_open(conn, row.id, row.mac, "device-limit", now)
     return max(0, len(open_rows) - devices)
 
 
-def _end(conn, session_id, mac, reason, now):
+def end_open(conn, session_id, mac, reason, now):
+    """End an open session inside the caller's transaction (the firewall worker is told through
+    firewall_change); False when it was not open."""
     ended = conn.execute(update(access_session)
                          .where(access_session.c.id == session_id,
                                 access_session.c.ended_at.is_(None))
@@ -74,7 +76,7 @@ def end_session(engine, session_id, reason):
         now = utcnow()
         row = conn.execute(select(access_session.c.mac)
                            .where(access_session.c.id == session_id)).first()
-        return row is not None and _end(conn, session_id, row.mac, reason, now)
+        return row is not None and end_open(conn, session_id, row.mac, reason, now)
 
 
 def extend_session(engine, session_id, minutes):

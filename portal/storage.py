@@ -13,7 +13,7 @@ from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer
                         String, Table, Text, create_engine, event, inspect, select, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class UTCDateTime(TypeDecorator):
@@ -176,6 +176,19 @@ audit = Table(
 )
 
 
+# Phones and devices an admin has blocked: their attempts go no further than the guest form.
+blocked = Table(
+    "blocked", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(5), nullable=False),        # phone | mac
+    Column("value", String(20), nullable=False),      # E.164 phone or "aa:bb:cc:dd:ee:ff"
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Index("uq_blocked", "kind", "value", unique=True),
+)
+
+
 def utcnow():
     """The current time, timezone-aware, in UTC."""
     return datetime.now(timezone.utc)
@@ -241,6 +254,7 @@ def upgrade(engine):
             if row.version < 4:
                 _add_missing_columns(conn, access_session, ("disconnect_result",))
             _upgrade_to_5(conn)
+            _upgrade_to_6(conn)
             conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
 
 
@@ -280,6 +294,13 @@ def _upgrade_to_5(conn):
         if code.isdigit():
             conn.execute(verification.update().where(verification.c.id == row.id)
                          .values(failure_code=int(code)))
+
+
+def _upgrade_to_6(conn):
+    """Version 6: the blocked table. create_all made it above; its unique index is made here
+    too, for a database where an interrupted start left the table without it."""
+    for index in blocked.indexes:
+        index.create(conn, checkfirst=True)
 
 
 def _add_missing_columns(conn, table, names):

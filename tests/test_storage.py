@@ -1,12 +1,12 @@
 """The schema upgrade keeps everything a venue has: a version-1 database (the first release)
 becomes the current version with its sessions, its log and its guests online; a version-2 one
-keeps its admins, who sign in as before."""
+keeps its admins, who sign in as before; every database gets the block list (version 6)."""
 
 import sqlite3
 
 from sqlalchemy import select
 
-from portal import auth, sessions, storage
+from portal import auth, blocklist, sessions, storage
 
 VERSION_1 = """
 CREATE TABLE schema_info (id INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (id));
@@ -73,6 +73,10 @@ def test_a_version_1_database_is_upgraded_without_losing_anything(tmp_path):
     assert codes == [None, 4, None]  # the provider's code, read once from the old text
     session = sessions.active_session(engine, "02:cc:00:00:00:11")
     assert session.id == 1 and sessions.is_online(session)  # still online, not "connecting"
+    # Version 6: the block list, empty, and blocking ends that device's session.
+    assert blocklist.entries(engine) == []
+    assert blocklist.block(engine, blocklist.MAC, "02:cc:00:00:00:11", "test", "admin") == 1
+    assert blocklist.is_blocked(engine, "+79990000000", "02:cc:00:00:00:11")
     engine.dispose()
 
 
