@@ -196,3 +196,18 @@ def test_ipv4_clients_of_a_dual_stack_socket_match_ipv4_networks():
     assert not auth.is_allowed_address("192.168.1.5", ["127.0.0.0/8", "::1/128"])
     assert not auth.is_allowed_address("", ["0.0.0.0/0"])
     assert not auth.is_allowed_address("10.0.0.1", ["not a network"])
+
+
+def test_admin_commands_work_before_the_rest_of_the_config_is_filled_in(tmp_path):
+    """A fresh install has no provider account yet; the first admin can be created anyway
+    (admin commands need only portal.database)."""
+    config = tmp_path / "callpass.toml"
+    config.write_text(f'[portal]\ndatabase = "sqlite:///{tmp_path / "db.sqlite3"}"\n')
+    runner = CliRunner()
+    added = runner.invoke(main, ["admin", "add", "first", "--config", str(config)],
+                          input="long enough password\n")
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(main, ["admin", "list", "--config", str(config)])
+    assert "first" in listed.output
+    # serve still refuses that config, naming what is missing.
+    assert runner.invoke(main, ["check-config", "--config", str(config)]).exit_code == 2
