@@ -17,11 +17,11 @@ someone else's number would get online on that person's call.
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from . import sessions, storage
 from .provider import ProviderError
-from .storage import access_session, utcnow, verification
+from .storage import access_session, blocked, utcnow, verification
 
 PENDING, CONFIRMED, EXPIRED, FAILED = "pending", "confirmed", "expired", "failed"
 
@@ -119,6 +119,9 @@ def confirm_call(conn, phone, session_minutes, devices_per_phone):
     waiting = conn.execute(select(verification).where(
         verification.c.phone == phone, verification.c.state == PENDING,
         verification.c.expires_at > now)).all()
+    if waiting and _is_blocked(conn, phone, [row.mac for row in waiting]):
+        # Blocked while it waited (a block during the provider's answer): the call opens nothing.
+        return []
     if len(waiting) > 1:
         # Only rows written before one-device-per-phone can get here: a call that could be
         # anyone's opens nobody.
@@ -136,6 +139,14 @@ def confirm_call(conn, phone, session_minutes, devices_per_phone):
                               now=now)
         confirmed.append(row)
     return confirmed
+
+
+def _is_blocked(conn, phone, macs):
+    """Whether the phone or one of the devices is on the admin's block list (the kinds
+    blocklist.PHONE and blocklist.MAC, which imports this module)."""
+    return conn.execute(select(blocked.c.id).where(or_(
+        (blocked.c.kind == "phone") & (blocked.c.value == phone),
+        (blocked.c.kind == "mac") & blocked.c.value.in_(macs))).limit(1)).first() is not None
 
 
 def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone):

@@ -107,3 +107,16 @@ def test_blocking_needs_a_target_and_a_reason(app, admin):
     assert "+79161234567 is blocked already." in again.get_data(as_text=True)
     assert len(blocked_rows(app)) == 1
     assert admin.post("/admin/blocked/999/remove", page="/admin/blocked").status_code == 404
+
+
+def test_a_call_for_a_phone_blocked_while_it_waited_opens_nothing(app, guest, firewall):
+    """The block landed while the provider was answering (so block() could not fail the
+    verification, which was written after it): the call itself is refused."""
+    assert guest.start("+79161234567").status_code == 303
+    with storage.begin(app.extensions["callpass"].engine) as conn:
+        conn.execute(storage.blocked.insert().values(
+            kind="phone", value="+79161234567", reason="test", created_at=storage.utcnow(),
+            created_by="boss"))
+    assert guest.call("79161234567").data == b"OK"
+    assert guest.status()["access"] is None
+    assert firewall.calls == []
