@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from . import config as config_module
 from . import firewall as firewall_module
 from . import sessions, storage
-from .extensions import limiter
+from .extensions import limiter, limiter_config
 from .firewall_sync import FirewallWorker
 from .provider import SmscClient
 
@@ -55,7 +55,7 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     app.config.update(
         SECRET_KEY=portal["secret_key"] or (secrets.token_hex(32) if demo else None),
         MAX_CONTENT_LENGTH=64 * 1024,
-        RATELIMIT_STORAGE_URI=portal["ratelimit_storage"],
+        **limiter_config(portal["ratelimit_storage"]),
         RATELIMIT_HEADERS_ENABLED=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -18,7 +18,7 @@ from limits import parse
 from sqlalchemy.exc import IntegrityError
 
 from . import phone, services, settings, storage, verification
-from .extensions import limiter
+from .extensions import hit, limiter
 from .storage import notification, utcnow
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def has_valid_checksum(fields, given, kind, secret):
 def reject(record, status, reason):
     """Record a refused notification and answer with status; 429 and no row once its address
     has been refused REFUSALS times (the row would only help someone fill the log)."""
-    if not limiter.limiter.hit(REFUSALS, "callback-refused", request.remote_addr or ""):
+    if not hit(REFUSALS, "callback-refused", request.remote_addr or ""):
         return "too many refused notifications from this address", 429, TEXT
     log.warning("callback refused from %s: %s", request.remote_addr, reason)
     save(record, "rejected", reason)

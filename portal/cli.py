@@ -295,7 +295,8 @@ def start_background(app):
 def maintain(app, stop):
     """Push the walled garden once, then every minute expire verifications and close sessions
     (the only place time-derived state is written), keep the firewall's list of the provider's
-    addresses current (guests must not reach them); purge the log at start and once a day."""
+    addresses current (guests must not reach them); purge the log at start and once a day. With
+    several nodes on PostgreSQL one of them does the expiring and purging of each round."""
     from . import provider_hosts
 
     svc = app.extensions["callpass"]
@@ -306,16 +307,18 @@ def maintain(app, stop):
     next_purge = time.monotonic()
     while True:
         try:
-            verification.expire_overdue(svc.engine)
-            sessions.close_expired(svc.engine)
+            with storage.job_lock(svc.engine, "maintenance") as mine:
+                if mine:  # else another node does this round's expiring
+                    verification.expire_overdue(svc.engine)
+                    sessions.close_expired(svc.engine)
+                    if time.monotonic() >= next_purge:
+                        next_purge = time.monotonic() + PURGE_SECONDS
+                        log.info("daily purge: %s", idlog.purge_recorded(
+                            svc.engine, svc.config["admin"]["retention_days"], "daily purge"))
             with app.app_context():
                 addresses = provider_addresses.update(settings.current()["provider"])
             if addresses is not None:
                 svc.firewall_worker.block_provider(addresses)
-            if time.monotonic() >= next_purge:
-                next_purge = time.monotonic() + PURGE_SECONDS
-                log.info("daily purge: %s", idlog.purge_recorded(
-                    svc.engine, svc.config["admin"]["retention_days"], "daily purge"))
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance failed")
         if stop.wait(MAINTENANCE_SECONDS):

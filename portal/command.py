@@ -52,6 +52,9 @@ def open_database(config_path):
     """The config's database, schema upgraded. Only portal.database is needed, so admin
     accounts can be managed before the rest of the config is complete."""
     cfg = read_config(config_path)
+    found = config_module.storage_problems(cfg["portal"])
+    if found:
+        fail(found)
     engine = storage.connect(cfg["portal"]["database"])
     storage.upgrade(engine)
     return engine

@@ -5,6 +5,7 @@ dict (section -> key -> value) so views and commands read it the same way.
 """
 
 import copy
+import importlib.util
 import ipaddress
 import os
 import re
@@ -239,6 +240,28 @@ def radius_problems(radius, required):
     return found
 
 
+def storage_problems(portal):
+    """What is wrong with portal.database and portal.ratelimit_storage, including a missing driver
+    (PostgreSQL and Redis need `pip install 'callpass[chain]'`)."""
+    found = []
+    database, limits = portal["database"], portal["ratelimit_storage"]
+    if database.startswith(("postgresql://", "postgresql+psycopg://")):
+        if importlib.util.find_spec("psycopg") is None:
+            found.append("portal.database is PostgreSQL, which needs the psycopg package: "
+                         "pip install 'callpass[chain]'")
+    elif not database.startswith("sqlite:///"):
+        found.append("portal.database must be sqlite:///PATH (one node) or "
+                     "postgresql+psycopg://USER:PASSWORD@HOST/NAME (a chain of venues)")
+    if limits.startswith(("redis://", "rediss://")):
+        if importlib.util.find_spec("redis") is None:
+            found.append("portal.ratelimit_storage is Redis, which needs the redis package: "
+                         "pip install 'callpass[chain]'")
+    elif limits != "memory://":
+        found.append("portal.ratelimit_storage must be memory:// (one node) or "
+                     "redis://HOST:PORT/DB (shared by several nodes)")
+    return found
+
+
 def opennds_problems(opennds, required):
     """What is wrong with [opennds]; the faskey must be set when the openNDS backend is chosen."""
     found = []
@@ -262,6 +285,7 @@ def problems(config, demo=False):
     host, _, port = portal["listen"].rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         found.append("portal.listen must look like 0.0.0.0:8080")
+    found += storage_problems(portal)
     if portal["trusted_proxy"]:
         try:
             ipaddress.ip_address(portal["trusted_proxy"])

@@ -253,9 +253,12 @@ class FirewallWorker:
             backoff = 0.0 if self.attempt() else min(MAX_BACKOFF_SECONDS, max(0.5, backoff * 2))
 
     def attempt(self):
-        """run_once, recording the outcome for status(); True when it worked."""
+        """run_once, recording the outcome for status(); True when it worked. With several nodes
+        on PostgreSQL one applies the queue at a time; the others skip the pass."""
         try:
-            self.run_once()
+            with storage.job_lock(self.engine, "firewall") as mine:
+                if mine:
+                    self.run_once()
         except (FirewallError, SQLAlchemyError, ValueError) as exc:  # ValueError: a bad stored MAC
             self._failed(exc)
             return False

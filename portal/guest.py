@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import (blocklist, captive, opennds, phone, routers, services, sessions, settings,
                verification)
 from .config import DEFAULTS
-from .extensions import limiter, portal_setting
+from .extensions import limiter, note, noted, portal_setting
 from .i18n import current_language
 from .provider import ProviderRejected, ProviderUnavailable
 from .storage import utcnow
@@ -277,7 +277,7 @@ def one_device_per_phone(svc, typed, number, mac):
     if last is None or verification.state_of(last) != verification.EXPIRED:
         return None
     free_at = last.expires_at + (last.expires_at - last.created_at)
-    if free_at <= utcnow() or not limiter.storage.get(contested_key(last)):
+    if free_at <= utcnow() or not noted(contested_key(last)):
         return None
     minutes = math.ceil(sessions.seconds_until(free_at) / 60)
     message = ngettext("Another device asked for this number while this one waited for a call. "
@@ -295,7 +295,7 @@ def contested_key(row):
 def phone_busy(typed, waiting):
     """409: another device is waiting for a call from this number; note that someone asked."""
     window = (waiting.expires_at - waiting.created_at).total_seconds()
-    limiter.storage.incr(contested_key(waiting), int(2 * window) + 60)
+    note(contested_key(waiting), int(2 * window) + 60)
     minutes = math.ceil(sessions.seconds_until(waiting.expires_at) / 60)
     message = ngettext("This number is already waiting for a call on another device, for "
                        "%(num)s more minute. Try again then.",

@@ -1,19 +1,36 @@
 """Storage: the tables callpass keeps, behind one SQLAlchemy engine addressed by a database URL.
 
-SQLite is the default (WAL, foreign keys on); any SQLAlchemy URL works, so PostgreSQL can be added
-without touching the views. The schema is created and upgraded by `upgrade()`, an explicit step run
-by `serve`, `demo`, `fw-sync` and the tests — never at import or in the app factory.
+SQLite is the default (WAL, foreign keys on), for one venue on one machine; PostgreSQL
+(`postgresql+psycopg://…`) carries a chain of venues on several portal nodes. The schema is created
+and upgraded by `upgrade()` through Alembic revisions (portal/migrations/versions), an explicit step
+run by `serve`, `demo`, `fw-sync` and the tests — never at import or in the app factory. A schema
+change is a new revision there; tests/test_storage.py checks the revisions make these tables.
 """
 
+import functools
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Table, Text, create_engine, event, inspect, select, text)
+                        String, Table, Text, create_engine, event, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 6
+from . import storage_legacy
+
+# PostgreSQL advisory lock keys (64-bit numbers no other program on the server uses).
+WRITE_LOCK = 0x63616C6C70617300   # one write transaction at a time (see begin)
+JOB_LOCKS = {                     # one node at a time runs each background job (see job_lock)
+    "maintenance": WRITE_LOCK + 1,
+    "firewall": WRITE_LOCK + 2,
+}
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class UTCDateTime(TypeDecorator):
@@ -34,12 +51,6 @@ class UTCDateTime(TypeDecorator):
 
 
 metadata = MetaData()
-
-schema_info = Table(
-    "schema_info", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
 
 verification = Table(
     "verification", metadata,
@@ -195,7 +206,8 @@ def utcnow():
 
 
 def connect(url):
-    """An engine for url; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    """An engine for url. SQLite gets WAL, foreign keys and a busy timeout on every connection;
+    PostgreSQL (postgresql+psycopg://…) a pool sized for a node's threads."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -216,99 +228,93 @@ def connect(url):
             # on the busy timeout instead of one failing at once when it upgrades a read.
             immediate = conn.get_execution_options().get("callpass_write")
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    else:
+        if url.startswith("postgresql://"):  # SQLAlchemy would pick psycopg2; callpass uses psycopg 3
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        try:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
+        except ModuleNotFoundError as exc:
+            raise RuntimeError(f"portal.database {engine_name(url)} needs the {exc.name} package: "
+                               "pip install 'callpass[chain]'") from exc
 
-        engine.callpass_write_lock = threading.Lock()
-        engine.callpass_writer = engine.execution_options(callpass_write=True)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+        @event.listens_for(engine, "begin")
+        def _postgresql_begin(conn):
+            # The same rule as SQLite's write lock, across every node: one writer at a time,
+            # for as long as its transaction lasts.
+            if conn.get_execution_options().get("callpass_write"):
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+    engine.callpass_write_lock = threading.Lock()
+    engine.callpass_writer = engine.execution_options(callpass_write=True)
+    return engine
+
+
+def engine_name(url):
+    """The database kind of url, for messages ("postgresql+psycopg"); never its password."""
+    return url.partition(":")[0]
 
 
 @contextmanager
 def begin(engine):
     """A write transaction (`with storage.begin(engine) as conn:`), committed when the block ends.
 
-    SQLite takes one writer at a time and makes the others sleep and retry; within a process
-    writers queue on a lock instead, which is fair and wakes them at once. So never open one
-    write transaction inside another, and keep slow work (password hashing, the provider, the
+    One writer at a time: SQLite allows no more and makes the others sleep and retry, and
+    PostgreSQL is held to the same rule by an advisory lock, so every node sees the same order
+    of writes (one waiting device per phone, one session per call). Within a process writers
+    queue on a lock first, which is fair and wakes them at once. So never open one write
+    transaction inside another, and keep slow work (password hashing, the provider, the
     firewall) out of them.
     """
-    with getattr(engine, "callpass_write_lock", nullcontext()):
-        with getattr(engine, "callpass_writer", engine).begin() as conn:
+    with engine.callpass_write_lock:
+        with engine.callpass_writer.begin() as conn:
             yield conn
 
 
+@contextmanager
+def job_lock(engine, job):
+    """`with job_lock(engine, "maintenance") as mine:` — whether this process should run the
+    background job now. Always on SQLite (one node). On PostgreSQL only one node at a time: an
+    advisory lock held for the block, which the server also lets go when a node dies."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = JOB_LOCKS[job]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        mine = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+        try:
+            yield mine
+        finally:
+            if mine:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
 def upgrade(engine):
-    """Create missing tables and record the schema version. Safe to run on every start."""
-    metadata.create_all(engine)
+    """Bring the database to the newest schema (Alembic, portal/migrations). Safe on every start,
+    and on several nodes starting at once: PostgreSQL runs one upgrade at a time (a lock)."""
     with begin(engine) as conn:
-        row = conn.execute(select(schema_info.c.version)).first()
-        if row is None:
-            conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION))
-        elif row.version > SCHEMA_VERSION:
-            raise RuntimeError(f"database schema {row.version} is newer than this callpass "
-                               f"({SCHEMA_VERSION}); upgrade callpass")
-        elif row.version < SCHEMA_VERSION:
-            if row.version < 2:
-                _upgrade_to_2(conn)
-            _upgrade_to_3(conn)
-            if row.version < 4:
-                _add_missing_columns(conn, access_session, ("disconnect_result",))
-            _upgrade_to_5(conn)
-            _upgrade_to_6(conn)
-            conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
+        if storage_legacy.is_legacy(conn):
+            storage_legacy.bring_to_baseline(conn)
+        context = MigrationContext.configure(conn)
+        script = migration_scripts()
+        current = context.get_current_revision()
+        if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+            raise RuntimeError(f"database schema {current} is newer than this callpass "
+                               f"({script.get_current_head()}); upgrade callpass")
+        if current != script.get_current_head():
+            settings = AlembicConfig()
+            settings.set_main_option("script_location", str(MIGRATIONS))
+            settings.attributes["connection"] = conn
+            alembic_command.upgrade(settings, "head")
 
 
-def _upgrade_to_2(conn):
-    """Version 2: access_session.firewall_at, one accepted notification per call, new indexes."""
-    conn.execute(text("ALTER TABLE access_session ADD COLUMN firewall_at DATETIME"))
-    # Sessions opened by earlier versions were given to the firewall at once.
-    conn.execute(text("UPDATE access_session SET firewall_at = started_at"))
-    # Earlier versions could accept one call twice; the later rows become replays.
-    conn.execute(text(
-        "UPDATE notification SET verdict = 'replay' WHERE verdict IN ('accepted', 'unmatched') "
-        "AND id NOT IN (SELECT MIN(id) FROM notification "
-        "WHERE verdict IN ('accepted', 'unmatched') GROUP BY phone, ts)"))
-    for table in (verification, access_session, notification):
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
+def schema_revision(engine):
+    """The database's schema revision (None before the first upgrade) and this callpass's."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision(), \
+            migration_scripts().get_current_head()
 
 
-def _upgrade_to_3(conn):
-    """Version 3: admin_user.session_epoch, failed_logins and last_failed_at.
-
-    A database from before admin accounts existed got admin_user from create_all just now,
-    columns included, so only the missing ones are added.
-    """
-    _add_missing_columns(conn, admin_user, ("session_epoch", "failed_logins", "last_failed_at"))
-
-
-def _upgrade_to_5(conn):
-    """Version 5: verification.failure_code, read once from the text earlier versions stored
-    ("provider error 4: …")."""
-    _add_missing_columns(conn, verification, ("failure_code",))
-    failed = conn.execute(select(verification.c.id, verification.c.failure).where(
-        verification.c.failure.like("provider error %"),
-        verification.c.failure_code.is_(None))).all()
-    for row in failed:
-        code = row.failure.removeprefix("provider error ").partition(":")[0]
-        if code.isdigit():
-            conn.execute(verification.update().where(verification.c.id == row.id)
-                         .values(failure_code=int(code)))
-
-
-def _upgrade_to_6(conn):
-    """Version 6: the blocked table. create_all made it above; its unique index is made here
-    too, for a database where an interrupted start left the table without it."""
-    for index in blocked.indexes:
-        index.create(conn, checkfirst=True)
-
-
-def _add_missing_columns(conn, table, names):
-    """ALTER TABLE … ADD COLUMN for each of names the table lacks (typed for conn's database)."""
-    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
-    for name in names:
-        if name not in present:
-            column = table.c[name]
-            kind = column.type.compile(dialect=conn.dialect)
-            default = " NOT NULL DEFAULT 0" if column.server_default is not None else ""
-            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{default}"))
+@functools.cache
+def migration_scripts():
+    """The revisions in portal/migrations/versions, read once per process."""
+    return ScriptDirectory(str(MIGRATIONS))

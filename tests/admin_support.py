@@ -31,7 +31,7 @@ def sign_in(client, name=ADMIN_NAME, password=ADMIN_PASSWORD):
 def command_config(tmp_path, app, sections=None):
     """A config file for the commands (`callpass admin …`, `purge`, `check-config`) pointing at
     the app's database; returns its path as a string."""
-    database = app.extensions["callpass"].engine.url.database
+    database = app.extensions["callpass"].engine.url.render_as_string(hide_password=False)
     return str(write_config(tmp_path / "callpass.toml", database=database, firewall="noop",
                             sections=sections))
 

@@ -14,7 +14,7 @@ from portal import create_app, sessions, storage
 from portal.firewall import NoopFirewall
 from portal.simulator import SimulatorServer
 
-pytest_plugins = ["browser"]  # its fixtures, browser and phone_page, for every test module
+pytest_plugins = ["browser", "databases"]  # their fixtures (browser, phone_page, database_url…)
 
 CALLBACK_TOKEN = "test-callback-token-0123456789"
 CALLBACK_SECRET = "test-checksum-secret"
@@ -61,11 +61,11 @@ def add_neighbour(path, ip, mac, device="br-lan"):
 
 
 @pytest.fixture
-def cfg(tmp_path, simulator, neighbour_table):
-    """A complete, safe config pointing at the simulator and a fresh SQLite file."""
+def cfg(database_url, simulator, neighbour_table):
+    """A complete, safe config pointing at the simulator and a fresh database."""
     return config_module.load(None, environ={}, overrides={
         "portal": {"public_url": "http://localhost/", "secret_key": "s" * 32,
-                   "database": f"sqlite:///{tmp_path / 'callpass.sqlite3'}",
+                   "database": database_url,
                    "neighbour_table": str(neighbour_table)},
         "provider": {"base_url": simulator.url, "fallback_urls": [], "login": "venue",
                      "password": "pw", "timeout_seconds": 3},

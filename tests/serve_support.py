@@ -65,13 +65,13 @@ def write_config(path, *, database, port=8080, provider_url="http://127.0.0.1:9"
                  public_host="127.0.0.1", sections=None):
     """Write a complete, safe config file (for `serve` and the other commands); returns path.
 
-    database is the SQLite file; script the firewall script (for firewall "script"); arp None
+    database is the database URL (the `database_url` fixture); script the firewall script (for firewall "script"); arp None
     reads the kernel's own neighbour table. sections adds keys and sections, e.g.
     {"portal": {"session_minutes": 30}, "radius": {...}}; its keys win over the ones here.
     """
     config = {
         "portal": {"listen": f"{listen_host}:{port}", "public_url": f"http://{public_host}:{port}/",
-                   "secret_key": SECRET_KEY, "database": f"sqlite:///{database}",
+                   "secret_key": SECRET_KEY, "database": str(database),
                    "limit_per_device": "1000 per minute", "limit_per_phone": "1000 per minute"},
         "provider": {"base_url": provider_url, "fallback_urls": [], "login": "venue",
                      "password": "venue-password", "timeout_seconds": 20},

@@ -198,11 +198,11 @@ def test_ipv4_clients_of_a_dual_stack_socket_match_ipv4_networks():
     assert not auth.is_allowed_address("10.0.0.1", ["not a network"])
 
 
-def test_admin_commands_work_before_the_rest_of_the_config_is_filled_in(tmp_path):
+def test_admin_commands_work_before_the_rest_of_the_config_is_filled_in(tmp_path, database_url):
     """A fresh install has no provider account yet; the first admin can be created anyway
     (admin commands need only portal.database)."""
     config = tmp_path / "callpass.toml"
-    config.write_text(f'[portal]\ndatabase = "sqlite:///{tmp_path / "db.sqlite3"}"\n')
+    config.write_text(f'[portal]\ndatabase = "{database_url}"\n')
     runner = CliRunner()
     added = runner.invoke(main, ["admin", "add", "first", "--config", str(config)],
                           input="long enough password\n")

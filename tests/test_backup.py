@@ -17,7 +17,7 @@ def backup(config, target):
 
 def test_backup_while_in_use_restores_to_the_same_data(tmp_path):
     database = tmp_path / "callpass.sqlite3"
-    config = write_config(tmp_path / "callpass.toml", database=database)
+    config = write_config(tmp_path / "callpass.toml", database=f"sqlite:///{database}")
     engine = storage.connect(f"sqlite:///{database}")
     storage.upgrade(engine)
     auth.add_admin(engine, "venue", "a long enough password")
@@ -42,7 +42,8 @@ def test_backup_while_in_use_restores_to_the_same_data(tmp_path):
 
 
 def test_backup_says_what_is_wrong_and_writes_nothing(tmp_path):
-    config = write_config(tmp_path / "callpass.toml", database=tmp_path / "missing.sqlite3")
+    config = write_config(tmp_path / "callpass.toml",
+                          database=f"sqlite:///{tmp_path / 'missing.sqlite3'}")
     result = backup(config, tmp_path / "copy.sqlite3")
     assert result.returncode == 1 and "there is no database" in result.stderr
     assert not list(tmp_path.glob("copy*"))

@@ -69,13 +69,12 @@ def place_call(simulator, ip):
         return False
 
 
-def test_kill_9_at_any_moment_loses_and_doubles_nothing(gateway, tmp_path):
+def test_kill_9_at_any_moment_loses_and_doubles_nothing(gateway, tmp_path, database_url):
     port = free_port()
     simulator = SimulatorServer(callback_url=f"http://127.0.0.1:{port}/callback/smsc/{TOKEN}",
                                 secret=SECRET, signature="md5",
                                 login="venue", password="venue-password").start()
-    database = tmp_path / "db.sqlite3"
-    config = write_config(tmp_path / "callpass.toml", port=port, database=database,
+    config = write_config(tmp_path / "callpass.toml", port=port, database=database_url,
                           provider_url=simulator.url, arp=write_arp(tmp_path / "arp", GUESTS),
                           script=gateway.script)
     serve = ServeProcess(config, tmp_path / "serve.log")
@@ -115,7 +114,7 @@ def test_kill_9_at_any_moment_loses_and_doubles_nothing(gateway, tmp_path):
             assert done.returncode == 0, done.stderr
             return {entry["mac"] for entry in json.loads(done.stdout)}
 
-        engine = storage.connect(f"sqlite:///{database}")
+        engine = storage.connect(database_url)
         with engine.connect() as conn:
             confirmed = conn.execute(select(storage.verification).where(
                 storage.verification.c.state == "confirmed")).all()

@@ -51,11 +51,11 @@ def fw_up(config):
                           capture_output=True, text=True)
 
 
-def test_fw_up_runs_the_script_with_the_configs_interface_and_port(tmp_path):
+def test_fw_up_runs_the_script_with_the_configs_interface_and_port(tmp_path, database_url):
     script = tmp_path / "callpass-fw"
     script.write_text(RECORDER)
     script.chmod(0o755)
-    config = write_config(tmp_path / "callpass.toml", database=tmp_path / "db.sqlite3", port=8123,
+    config = write_config(tmp_path / "callpass.toml", database=database_url, port=8123,
                           listen_host="0.0.0.0", script=script,
                           sections={"gateway": {"lan": "guests0", "script": str(script)}})
     # A config serve would refuse (no provider account yet) still gets its table at boot.

@@ -15,14 +15,14 @@ GUEST_MAC = "02:cc:00:00:00:21"
 
 
 @pytest.fixture
-def portal(tmp_path):
+def portal(tmp_path, database_url):
     """`callpass serve` on loopback with the stand-in script, the simulator as provider."""
     port = free_port()
     simulator = provider_for(port)
     folder = tmp_path / "fw"
     script = fake_script(folder)
     config = write_config(tmp_path / "callpass.toml", port=port,
-                          database=tmp_path / "db.sqlite3", provider_url=simulator.url,
+                          database=database_url, provider_url=simulator.url,
                           arp=write_arp(tmp_path / "arp", {"127.0.0.1": GUEST_MAC}), script=script)
     serve = ServeProcess(config, tmp_path / "serve.log").start(port)
     portal = type("Portal", (), dict(url=f"http://127.0.0.1:{port}", simulator=simulator,
@@ -87,7 +87,7 @@ def test_a_broken_firewall_never_delays_the_call_and_heals_without_restart(porta
     assert log.count(reason) <= 2
 
 
-def test_slow_provider_does_not_slow_other_guests_probes_or_the_callback(tmp_path):
+def test_slow_provider_does_not_slow_other_guests_probes_or_the_callback(tmp_path, database_url):
     """20 guests wait on a provider that takes 10 s; another guest's pages, a probe and the
     provider's notification are still answered at once (the figures are in `make bench`)."""
     import threading
@@ -95,7 +95,7 @@ def test_slow_provider_does_not_slow_other_guests_probes_or_the_callback(tmp_pat
     port = free_port()
     simulator = provider_for(port)
     guests = {f"127.0.0.{i}": f"02:cc:00:00:01:{i:02x}" for i in range(1, 23)}
-    config = write_config(tmp_path / "callpass.toml", port=port, database=tmp_path / "db.sqlite3",
+    config = write_config(tmp_path / "callpass.toml", port=port, database=database_url,
                           provider_url=simulator.url, arp=write_arp(tmp_path / "arp", guests),
                           script=fake_script(tmp_path / "fw"))
     serve = ServeProcess(config, tmp_path / "serve.log").start(port)

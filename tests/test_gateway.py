@@ -36,14 +36,14 @@ def topo():
 
 
 @pytest.fixture
-def portal(topo, tmp_path):
+def portal(topo, tmp_path, database_url):
     """`callpass-fw up` and `callpass serve` on the gateway, the simulator on the provider's
     address upstream, a web server on the other upstream address; yields the portal's URL."""
     up = topo.run("gateway", str(SCRIPT), "up", "--lan", topo.lan_iface,
                   "--portal-port", str(PORTAL_PORT))
     assert up.returncode == 0, up.stderr
     config = tmp_path / "callpass.toml"
-    write_config(config, port=PORTAL_PORT, database=tmp_path / "callpass.sqlite3",
+    write_config(config, port=PORTAL_PORT, database=database_url,
                  provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", script=SCRIPT,
                  listen_host="0.0.0.0", public_host=topo.gateway.ip,
                  sections={"portal": {"session_minutes": 30}, "gateway": {"garden": [GARDEN]}})

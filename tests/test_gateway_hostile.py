@@ -44,7 +44,7 @@ while True:
 
 
 @pytest.fixture
-def gateway(tmp_path):
+def gateway(tmp_path, database_url):
     """The topology with the firewall up, serve on the gateway and the simulator upstream."""
     reason = requirements_missing()
     if reason:
@@ -53,7 +53,7 @@ def gateway(tmp_path):
         topo.run("gateway", str(SCRIPT), "up", "--lan", topo.lan_iface,
                  "--portal-port", str(PORTAL_PORT), check=True)
         config = write_config(tmp_path / "callpass.toml", port=PORTAL_PORT,
-                              database=tmp_path / "callpass.sqlite3",
+                              database=database_url,
                               provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", script=SCRIPT,
                               listen_host="0.0.0.0", public_host=topo.gateway.ip)
         log = (tmp_path / "serve.log").open("w")

@@ -40,7 +40,7 @@ INTERNET_BODY = "the internet"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory):
+def gw(tmp_path_factory, servers):
     """The topology with openNDS, `callpass serve` (firewall "opennds") and the simulator."""
     reason = requirements_missing() or opennds_missing()
     if reason:
@@ -53,7 +53,7 @@ def gw(tmp_path_factory):
             nds.start()
             for guest in ("guest1", "guest2"):
                 assert nds.lease(guest), nds.dnsmasq_log_path.read_text()
-            database = folder / "callpass.sqlite3"
+            database = servers.new_database(folder)
             config = write_config(
                 folder / "callpass.toml", port=PORTAL_PORT, database=database,
                 provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", listen_host="0.0.0.0",
@@ -72,7 +72,7 @@ def gw(tmp_path_factory):
             topo.portal = f"http://{topo.gateway.ip}:{PORTAL_PORT}"
             topo.nds = nds
             topo.log_path = log_path
-            topo.engine = storage.connect(f"sqlite:///{database}")
+            topo.engine = storage.connect(database)
             assert wait_until(lambda: curl(topo, "gateway", f"{topo.portal}/healthz")[0] == 0,
                               seconds=20), \
                 log_path.read_text()

@@ -45,14 +45,14 @@ GUESTS = {
 class Venue:
     """callpass serve + the SMSC simulator + FreeRADIUS, as one venue runs them."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, database):
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.simulator = SimulatorServer(
             callback_url=f"{self.url}/callback/smsc/{TOKEN}", secret=SECRET, signature="md5",
             login="venue", password="venue-password").start()
-        self.database = folder / "db.sqlite3"
+        self.database = database
         self.config = write_config(
             folder / "callpass.toml", port=self.port, database=self.database,
             provider_url=self.simulator.url, script=fake_script(folder / "fw"),
@@ -64,7 +64,7 @@ class Venue:
                            "secret": RADIUS_SECRET, "coa_port": free_udp_port(),
                            "idle_timeout_seconds": 600, "rate_limit": "2M/4M"}})
         self.serve = ServeProcess(self.config, folder / "serve.log").start(self.port)
-        self.engine = storage.connect(f"sqlite:///{self.database}")
+        self.engine = storage.connect(self.database)
         self.radius = FreeRadius(folder / "freeradius", self.url, RADIUS_TOKEN).start()
 
     def stop(self):
@@ -112,8 +112,9 @@ class Venue:
 
 
 @pytest.fixture(scope="module")
-def venue(tmp_path_factory):
-    venue = Venue(tmp_path_factory.mktemp("freeradius"))
+def venue(tmp_path_factory, servers):
+    folder = tmp_path_factory.mktemp("freeradius")
+    venue = Venue(folder, servers.new_database(folder))
     yield venue
     venue.stop()
 

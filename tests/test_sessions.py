@@ -53,8 +53,8 @@ def test_a_new_session_replaces_the_old_one_of_that_mac(app, firewall):
     assert firewall.list()["02:cc:00:00:00:11"] > 59 * 60
 
 
-def test_fw_sync_command(tmp_path):
-    config = write_config(tmp_path / "callpass.toml", database=tmp_path / "db.sqlite3",
+def test_fw_sync_command(tmp_path, database_url):
+    config = write_config(tmp_path / "callpass.toml", database=database_url,
                           firewall="noop")
     done = subprocess.run([sys.executable, "-m", "portal", "fw-sync", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)

@@ -15,10 +15,10 @@ from serve_support import TOKEN, ServeProcess, free_port, provider_for, write_ar
 
 
 @pytest.fixture
-def portal(tmp_path):
+def portal(tmp_path, database_url):
     port = free_port()
     simulator = provider_for(port)
-    config = write_config(tmp_path / "callpass.toml", port=port, database=tmp_path / "db.sqlite3",
+    config = write_config(tmp_path / "callpass.toml", port=port, database=database_url,
                           provider_url=simulator.url, firewall="noop",
                           arp=write_arp(tmp_path / "arp", {"127.0.0.1": "02:cc:00:00:00:01"}))
     serve = ServeProcess(config, tmp_path / "serve.log").start(port)
