@@ -12,8 +12,10 @@ CONFIG ?=
 demo: system-packages venv
 	$(BIN)/callpass demo --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
+# Every test on SQLite, then the tests that keep data again on PostgreSQL (tests/databases.py).
 test: system-packages-tests venv-test
 	$(BIN)/pytest -q -ra
+	CALLPASS_TEST_DATABASE=postgresql $(BIN)/pytest -q -ra
 
 # The demo needs callpass and its dependencies only; the tests add pytest and Playwright.
 # Each has its own stamp, so `make demo` never pulls the test extras.

@@ -5,6 +5,7 @@ import math
 import time
 
 from flask import jsonify, render_template, request
+from werkzeug.exceptions import BadRequest
 from flask_babel import lazy_gettext, ngettext
 
 from . import guest
@@ -24,9 +25,22 @@ MESSAGES = {
 
 
 def register(app):
-    """Attach the error handlers to app."""
+    """Attach the error handlers to app, and the refusal of NUL characters."""
     for code in MESSAGES:
         app.register_error_handler(code, render_error)
+    app.before_request(refuse_nul_characters)
+
+
+def refuse_nul_characters():
+    """400 for a NUL character anywhere in the path, the query or the form: no page wants one,
+    and PostgreSQL cannot store it (SQLite can), so it is refused the same way on both."""
+    fields = [*request.args.items(multi=True)]
+    if request.method == "POST" and request.mimetype in (
+            "application/x-www-form-urlencoded", "multipart/form-data"):
+        fields += request.form.items(multi=True)
+    if "\x00" in request.path or any("\x00" in key or "\x00" in value for key, value in fields):
+        return render_error(BadRequest())
+    return None
 
 
 def seconds_to_wait():

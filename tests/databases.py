@@ -1,9 +1,10 @@
 """The database servers the tests start themselves: PostgreSQL and Redis from Debian's packages,
 without systemd, on loopback ports of their own; torn down when the run ends.
 
-Every test that keeps data asks the `database_url` fixture for a fresh database: a SQLite file, or
-with CALLPASS_TEST_DATABASE=postgresql a new database on the PostgreSQL server, so one suite runs
-on both (`make test` runs it twice).
+Every test that keeps data asks the `database_url` fixture (or `servers.new_database`) for a
+fresh database: a SQLite file, or with CALLPASS_TEST_DATABASE=postgresql a new database on the
+PostgreSQL server. So one suite runs on both: `make test` runs it twice, the second time only the
+tests that keep data.
 """
 
 import itertools
@@ -55,14 +56,16 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, cwd=self.folder, **user)
 
     def url(self, name="postgres"):
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+        """Through the server's Unix socket, which `serve` reaches from inside a test's network
+        namespace too (its 127.0.0.1 is the namespace's own)."""
+        return f"postgresql+psycopg://postgres@/{name}?host={self.folder}&port={self.port}"
 
     def new_database(self):
         """The URL of a new, empty database."""
         import psycopg
 
         name = f"test_{next(self.names)}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+        with psycopg.connect(f"host={self.folder} port={self.port} user=postgres dbname=postgres",
                              autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
         return self.url(name)
@@ -130,6 +133,16 @@ class Servers:
         for server in (self.postgres, self.redis):
             if server is not None:
                 server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL, run the tests that keep data; the others ran on SQLite already."""
+    if KIND != "postgresql":
+        return
+    keeps_data = [item for item in items
+                  if {"database_url", "servers"} & set(getattr(item, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keeps_data])
+    items[:] = keeps_data
 
 
 @pytest.fixture(scope="session")
