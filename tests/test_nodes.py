@@ -1,16 +1,25 @@
 """Several `callpass serve` nodes on one PostgreSQL and one Redis: any node serves any request (a
 guest starts on one, the provider's notification lands on the other), rate limits count across
-nodes, background jobs run on one node at a time, and a node goes on serving when Redis stops."""
+nodes, background jobs run on one node at a time, and a node goes on serving when Redis stops.
+Behind the example HAProxy (deploy/central/haproxy.cfg), killing a node loses nothing."""
 
+import re
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from serve_support import ServeProcess, free_port, provider_for, write_arp, write_config
+from serve_support import (ServeProcess, free_port, provider_for, stop_process, write_arp,
+                           write_config)
+from sqlalchemy import func, select
 
 from databases import RedisServer
 from portal import storage
+from portal.storage import access_session, notification, verification
+
+HAPROXY_EXAMPLE = Path(__file__).resolve().parent.parent / "deploy/central/haproxy.cfg"
 
 GUESTS = {f"127.0.0.{20 + n}": f"02:cd:00:00:00:{20 + n:02x}" for n in range(8)}
 
@@ -34,11 +43,12 @@ def device(ip):
 
 
 class Chain:
-    """Two nodes sharing a database and a Redis; the simulator notifies node B only."""
+    """Two nodes sharing a database and a Redis; the simulator notifies node B, or the port
+    notify_port (a load balancer's)."""
 
-    def __init__(self, folder, database, redis_url, sections=None):
+    def __init__(self, folder, database, redis_url, sections=None, notify_port=None):
         self.ports = [free_port(), free_port()]
-        self.simulator = provider_for(self.ports[1])
+        self.simulator = provider_for(notify_port or self.ports[1])
         arp = write_arp(folder / "arp", GUESTS)
         portal = {"ratelimit_storage": redis_url, **(sections or {})}
         self.nodes = []
@@ -126,3 +136,73 @@ def test_the_nodes_go_on_when_redis_stops(tmp_path, postgresql):
     finally:
         chain.stop()
         redis.stop()
+
+
+def start_haproxy(folder, port, node_ports):
+    """HAProxy with the example config, listening on loopback port, in front of node_ports."""
+    config = HAPROXY_EXAMPLE.read_text().replace("bind :80", f"bind 127.0.0.1:{port}")
+    servers = "".join(f"    server node{n} 127.0.0.1:{node_port} check\n"
+                      for n, node_port in enumerate(node_ports, 1))
+    config = re.sub(r"(    server node\d .*\n)+", servers, config)
+    (folder / "haproxy.cfg").write_text(config)
+    with (folder / "haproxy.log").open("w") as log:
+        process = subprocess.Popen(["haproxy", "-db", "-f", str(folder / "haproxy.cfg")],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return process
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, (folder / "haproxy.log").read_text()
+        time.sleep(0.1)
+
+
+def test_behind_haproxy_killing_a_node_loses_nothing(tmp_path, postgresql, redis_server):
+    if subprocess.run(["which", "haproxy"], capture_output=True).returncode:
+        pytest.skip("needs haproxy (apt install haproxy)")
+    database = postgresql.new_database()
+    balancer_port = free_port()
+    chain = Chain(tmp_path, database, redis_server.url(), {"trusted_proxy": "127.0.0.1"},
+                  notify_port=balancer_port)
+    balancer = start_haproxy(tmp_path, balancer_port, chain.ports)
+    url = f"http://127.0.0.1:{balancer_port}"
+    try:
+        tokens = {}
+        for n, ip in enumerate(GUESTS):
+            if n == len(GUESTS) // 2:
+                chain.nodes[0].kill()  # kill -9 in the middle of the burst
+            phone = f"+7916555000{n}"
+            form = device(ip).post(url + "/", data={"phone": phone}, allow_redirects=False,
+                                   timeout=30)
+            assert form.status_code == 303, (ip, form.status_code, form.text)
+            tokens[ip] = (phone, form.headers["Location"].rsplit("/", 1)[-1])
+            answer = requests.post(chain.simulator.url + "/sim/call",
+                                   data={"phone": phone.lstrip("+")}, timeout=30).json()
+            assert answer["status"] == 200, answer
+
+        def online(ip):
+            token = tokens[ip][1]
+            return device(ip).get(f"{url}/api/verifications/{token}", timeout=10).json().get(
+                "access") == "online"
+
+        deadline = time.monotonic() + 20
+        while not all(map(online, GUESTS)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert [ip for ip in GUESTS if not online(ip)] == []
+
+        engine = storage.connect(database)
+        with engine.connect() as conn:
+            confirmed = conn.execute(select(verification.c.id).where(
+                verification.c.state == "confirmed")).scalars().all()
+            per_verification = conn.execute(select(access_session.c.verification_id, func.count())
+                                            .group_by(access_session.c.verification_id)).all()
+            accepted = conn.execute(select(func.count()).where(
+                notification.c.verdict == "accepted")).scalar()
+        engine.dispose()
+        assert len(confirmed) == len(GUESTS) == accepted
+        assert sorted(per_verification) == sorted((vid, 1) for vid in confirmed)
+    finally:
+        stop_process(balancer)
+        chain.stop()

@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ("callpass.service", "callpass-firewall.service")
+UNITS = ("callpass.service", "callpass-firewall.service")  # a gateway's
+NODE_UNIT = "central/callpass-node.service"                 # a chain's node
+ALL_UNITS = (*UNITS, NODE_UNIT)
 
 
 def need(tool):
@@ -27,25 +29,33 @@ def setting(unit, key):
 
 def test_systemd_accepts_the_units(tmp_path):
     need("systemd-analyze")
-    for unit in UNITS:  # the ExecStart binary must exist: this test environment's callpass
+    for unit in ALL_UNITS:  # the ExecStart binary must exist: this test environment's callpass
         text = (DEPLOY / unit).read_text().replace("/opt/callpass/", f"{sys.prefix}/")
-        (tmp_path / unit).write_text(text)
+        (tmp_path / Path(unit).name).write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", "--man=no",
-                           *(str(tmp_path / unit) for unit in UNITS)],
+                           *(str(tmp_path / Path(unit).name) for unit in ALL_UNITS)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     ours = [line for line in done.stderr.splitlines() if "callpass" in line]
     assert not ours, ours
 
 
-@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("unit", ALL_UNITS)
 def test_exposure_is_at_most_4(unit):
     need("systemd-analyze")
     done = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
                            str(DEPLOY / unit)], capture_output=True, text=True)
-    found = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", done.stdout)
+    found = re.search(rf"Overall exposure level for {re.escape(Path(unit).name)}: ([\d.]+)",
+                      done.stdout)
     assert found, done.stdout + done.stderr
     assert float(found.group(1)) <= 4.0
+
+
+def test_a_node_runs_as_callpass_with_no_capability_at_all():
+    assert setting(NODE_UNIT, "User") == ["callpass"]
+    assert setting(NODE_UNIT, "CapabilityBoundingSet") == [""]
+    assert not setting(NODE_UNIT, "AmbientCapabilities")
+    assert setting(NODE_UNIT, "ProtectSystem") == ["strict"]
 
 
 @pytest.mark.parametrize("unit", UNITS)
