@@ -73,7 +73,8 @@ class Stack:
         self.port, self.sim_port = free_port(), free_port()
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
         self.config = write_config(
-            self.folder / "callpass.toml", port=self.port, database=self.folder / "db.sqlite3",
+            self.folder / "callpass.toml", port=self.port,
+            database=f"sqlite:///{self.folder / 'db.sqlite3'}",
             provider_url=self.sim_url, arp=write_arp(self.folder / "arp", arp_entries),
             firewall="noop" if noop else "script", script=script or "/bin/false")
         self.url = f"http://127.0.0.1:{self.port}"

@@ -154,6 +154,7 @@ def main():
               + ", ".join(f"{lang} {size / 1024:.1f} KB" for lang, size in sizes.items())
               + " (limit 30 KB)")
         core_figures(folder)
+        chain_figures(folder)
         firewall_figures()
         seconds, size, growth = export(folder, args.rows)
         print(f"CSV export of {args.rows:,} rows: {size / 1e6:.1f} MB in {seconds:.1f} s "
@@ -205,6 +206,26 @@ def core_figures(folder):
 
     for name, measure in (("notification to set", notify), ("guest flows", flows),
                           ("probes", probes), ("start", start), ("slow provider", slow)):
+        figure(name, measure)
+
+
+def chain_figures(folder):
+    import bench_chain
+
+    def flows():
+        results = bench_chain.flows_per_second(folder)
+        (one, one_errors), (two, two_errors) = results[1], results[2]
+        print(f"complete guest flows on PostgreSQL + Redis behind HAProxy, 200 keep-alive guests: "
+              f"1 node {one:.1f}/s ({sum(one_errors.values())} errors), 2 nodes {two:.1f}/s "
+              f"({sum(two_errors.values())} errors), ratio {two / one:.2f}")
+
+    def old():
+        empty, filled = bench_chain.flow_with_old_verifications(folder)
+        print(f"one guest flow on PostgreSQL (1 node, median of 30): with 1,000,000 old "
+              f"verifications {filled:.0f} ms; anchor: empty database {empty:.0f} ms; ratio "
+              f"{filled / empty:.2f} (bar <= 1.5; 1,000 venues: not yet, venues are to come)")
+
+    for name, measure in (("chain flows", flows), ("old verifications", old)):
         figure(name, measure)
 
 
