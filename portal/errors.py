@@ -5,8 +5,8 @@ import math
 import time
 
 from flask import jsonify, render_template, request
-from werkzeug.exceptions import BadRequest
 from flask_babel import lazy_gettext, ngettext
+from werkzeug.exceptions import BadRequest
 
 from . import guest
 from .extensions import limiter

@@ -231,11 +231,8 @@ def connect(url):
     else:
         if url.startswith("postgresql://"):  # SQLAlchemy would pick psycopg2; callpass uses psycopg 3
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        try:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
-        except ModuleNotFoundError as exc:
-            raise RuntimeError(f"portal.database {engine_name(url)} needs the {exc.name} package: "
-                               "pip install 'callpass[chain]'") from exc
+        # A missing driver is named by config.storage_problems before any command gets here.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
 
         @event.listens_for(engine, "begin")
         def _postgresql_begin(conn):
@@ -247,11 +244,6 @@ def connect(url):
     engine.callpass_write_lock = threading.Lock()
     engine.callpass_writer = engine.execution_options(callpass_write=True)
     return engine
-
-
-def engine_name(url):
-    """The database kind of url, for messages ("postgresql+psycopg"); never its password."""
-    return url.partition(":")[0]
 
 
 @contextmanager

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import requests
 from bench_core import flows, guests, wait_http
+from chain_support import device, start_haproxy
 from databases import PostgresServer, RedisServer
 from serve_support import (SECRET, TOKEN, ServeProcess, free_port, stop_process, write_arp,
                            write_config)
 from sqlalchemy import text
-from test_nodes import SourceAdapter, start_haproxy
 
 from portal import storage
 
@@ -78,8 +78,7 @@ def flows_per_second(folder, count=200, seconds=20):
 
 def flow_time(chain, ip, phone):
     """Seconds from the phone form to "online" for one guest through the chain."""
-    http = requests.Session()
-    http.mount("http://", SourceAdapter(ip))
+    http = device(ip)
     url = f"http://127.0.0.1:{chain.port}"
     started = time.perf_counter()
     form = http.post(url + "/", data={"phone": phone}, allow_redirects=False, timeout=30)

@@ -3,14 +3,12 @@ guest starts on one, the provider's notification lands on the other), rate limit
 nodes, background jobs run on one node at a time, and a node goes on serving when Redis stops.
 Behind the example HAProxy (deploy/central/haproxy.cfg), killing a node loses nothing."""
 
-import re
-import subprocess
+import shutil
 import time
-from pathlib import Path
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
+from chain_support import device, start_haproxy
 from serve_support import (ServeProcess, free_port, provider_for, stop_process, write_arp,
                            write_config)
 from sqlalchemy import func, select
@@ -19,27 +17,8 @@ from databases import RedisServer
 from portal import storage
 from portal.storage import access_session, notification, verification
 
-HAPROXY_EXAMPLE = Path(__file__).resolve().parent.parent / "deploy/central/haproxy.cfg"
 
 GUESTS = {f"127.0.0.{20 + n}": f"02:cd:00:00:00:{20 + n:02x}" for n in range(8)}
-
-
-class SourceAdapter(HTTPAdapter):
-    """Connections from one loopback address: a device of its own to the portal."""
-
-    def __init__(self, source):
-        self.source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def device(ip):
-    session = requests.Session()
-    session.mount("http://", SourceAdapter(ip))
-    return session
 
 
 class Chain:
@@ -138,29 +117,8 @@ def test_the_nodes_go_on_when_redis_stops(tmp_path, postgresql):
         redis.stop()
 
 
-def start_haproxy(folder, port, node_ports):
-    """HAProxy with the example config, listening on loopback port, in front of node_ports."""
-    config = HAPROXY_EXAMPLE.read_text().replace("bind :80", f"bind 127.0.0.1:{port}")
-    servers = "".join(f"    server node{n} 127.0.0.1:{node_port} check\n"
-                      for n, node_port in enumerate(node_ports, 1))
-    config = re.sub(r"(    server node\d .*\n)+", servers, config)
-    (folder / "haproxy.cfg").write_text(config)
-    with (folder / "haproxy.log").open("w") as log:
-        process = subprocess.Popen(["haproxy", "-db", "-f", str(folder / "haproxy.cfg")],
-                                   stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return process
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, (folder / "haproxy.log").read_text()
-        time.sleep(0.1)
-
-
 def test_behind_haproxy_killing_a_node_loses_nothing(tmp_path, postgresql, redis_server):
-    if subprocess.run(["which", "haproxy"], capture_output=True).returncode:
+    if shutil.which("haproxy") is None:
         pytest.skip("needs haproxy (apt install haproxy)")
     database = postgresql.new_database()
     balancer_port = free_port()
