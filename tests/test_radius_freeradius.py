@@ -129,8 +129,10 @@ def mac_login(mac):
 
 def chap_login(mac, password):
     """An http-chap login as MikroTik sends it: the browser posted MD5(chap-id + password +
-    chap-challenge) and the router puts chap-id before it (CHAP-Password) with the challenge."""
-    chap_id, challenge = os.urandom(1), os.urandom(16)
+    chap-challenge) and the router puts chap-id before it (CHAP-Password) with the challenge.
+    The chap-id stays below 32: radclient takes a 17-byte CHAP-Password of printable bytes only
+    for a cleartext password and hashes it again (1 run in 10 failed at random before)."""
+    chap_id, challenge = bytes([os.urandom(1)[0] % 32]), os.urandom(16)
     return {"User-Name": mac.upper(), "Calling-Station-Id": mac.upper(),
             "CHAP-Password": chap_id + hashlib.md5(chap_id + password.encode()
                                                    + challenge).digest(),
