@@ -2,6 +2,11 @@
 
 Every /admin request passes one gate (`guard`): the socket's address must be in [admin] allow_from,
 the browser must be signed in (except on the login page), and a POST must carry the CSRF token.
+
+An admin of the whole chain (admin_user.venue_id NULL, every admin of a single-venue install)
+sees every venue, edits the chain's settings and the venues. An admin of one venue sees that
+venue only: its sessions, its slice of the log, its settings over the chain's, its admins and
+their audit entries; the provider account, the block list and the venues are the chain's.
 CSRF is checked here only: guest forms and the provider's callback live outside /admin and are
 never asked for a token.
 """
@@ -18,10 +23,10 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, true
 
 from . import (asset_folder, audit, auth, blocklist, guest, idlog, phone, services, sessions,
-               settings, verification)
+               settings, venues, verification)
 from .config import DEFAULTS, LANGUAGES, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
 from .extensions import limiter
 from .firewall import normalise_mac
@@ -29,7 +34,7 @@ from .health import PROVIDER_CHECK_SECONDS, forget_provider_status, provider_sta
 from .i18n import NAMES
 from .provider import DESCRIPTIONS, ProviderRejected, ProviderUnavailable, describe
 from .catalog import N_
-from .storage import access_session, notification, utcnow
+from .storage import MAIN_VENUE, access_session, notification, utcnow
 from .storage import verification as verification_table
 
 # admin.css is served under /admin/static/ too, so that the pages keep their style when reached by
@@ -67,6 +72,8 @@ ACTIONS = {
     audit.ADMIN_REMOVE: N_("removed an admin"),
     audit.BLOCK: N_("blocked a phone or device"),
     audit.UNBLOCK: N_("unblocked a phone or device"),
+    audit.VENUE_ADD: N_("added a venue"),
+    audit.VENUE_CHANGE: N_("changed a venue"),
 }
 STATES = {"confirmed": N_("confirmed"), "expired": N_("expired"), "failed": N_("failed")}
 # What portal/callback.py stores as a notification's reason (English, for the server log too),
@@ -134,6 +141,8 @@ def audit_detail(row):
                  mac=data["mac"], minutes=data["minutes"])
     if row.action in (audit.BLOCK, audit.UNBLOCK):
         return _("%(value)s: %(reason)s", value=data["value"], reason=data["reason"])
+    if row.action in (audit.VENUE_ADD, audit.VENUE_CHANGE):
+        return ", ".join(f"{key}: {value}" for key, value in data.items())
     if row.action == audit.EXPORT:
         return _("sessions started from %(start)s to %(end)s",
                  start=data["from"] or _("the first record"), end=data["to"] or _("now"))
@@ -170,15 +179,33 @@ def guard():
     svc = services()
     if not auth.is_allowed_address(request.remote_addr, svc.config["admin"]["allow_from"]):
         abort(403)
-    g.admin = auth.signed_in_admin(svc.engine)
+    admin = auth.signed_in_admin(svc.engine)
+    g.admin = admin.name if admin else None
+    g.admin_venue = admin.venue_id if admin else None
+    g.callpass_venue = g.admin_venue or MAIN_VENUE  # whose settings the pages read
     if g.admin is None and request.endpoint not in ("admin.login", "admin.logout", "admin.static"):
         return redirect(url_for("admin.login", next=request.full_path.rstrip("?")),
                         code=303)
+    if g.admin_venue is not None and request.endpoint in CHAIN_ONLY:
+        return render_template("admin/message.html", title=_("For the chain's admins"),
+                               message=_("This page belongs to the admins of the whole chain; "
+                                         "ask one of them.")), 403
     if request.endpoint == "admin.settings_page":
         request.max_content_length = SETTINGS_MAX_BYTES
     if current_app.config.get("WTF_CSRF_ENABLED", True):
         csrf.protect()
     return None
+
+
+# Pages only an admin of the whole chain may open.
+CHAIN_ONLY = ("admin.blocked_page", "admin.block", "admin.unblock", "admin.venues_page",
+              "admin.venue_page", "admin.save_venue")
+
+
+def in_scope(column):
+    """A condition keeping the rows of the admin's venue (every row for a chain admin)."""
+    venue_id = g.get("admin_venue")
+    return column == venue_id if venue_id is not None else true()
 
 
 @bp.errorhandler(403)
@@ -244,12 +271,13 @@ def page_globals():
     if not name or name == DEFAULTS["venue"]["name"]:
         name = _(DEFAULT_VENUE_NAME)  # the default name in the admin's language
     return {"admin_lang": str(get_locale() or "en"), "admin_tr": _, "admin_venue": name,
-            "admin_zone": venue_zone().key}
+            "admin_zone": venue_zone().key, "venue_admin": g.get("admin_venue") is not None}
 
 
 def note(action, detail=""):
     """Record an admin action of this request in the audit log (detail: a dict, see audit)."""
-    audit.record(services().engine, g.get("admin"), auth.remote_address(), action, detail)
+    audit.record(services().engine, g.get("admin"), auth.remote_address(), action, detail,
+                 g.get("admin_venue"))
 
 
 # --- Signing in ---------------------------------------------------------------------------------
@@ -403,11 +431,13 @@ def overview(svc):
     v, s, n = verification_table, access_session, notification
     with svc.engine.connect() as conn:
         online = conn.execute(select(func.count()).where(
-            s.c.ended_at.is_(None), s.c.ends_at > now)).scalar()
+            s.c.ended_at.is_(None), s.c.ends_at > now, in_scope(s.c.venue_id))).scalar()
         waiting = conn.execute(select(func.count()).where(
-            v.c.state == verification.PENDING, v.c.expires_at > now)).scalar()
+            v.c.state == verification.PENDING, v.c.expires_at > now,
+            in_scope(v.c.venue_id))).scalar()
         by_state = dict(conn.execute(select(v.c.state, func.count())
-                                     .where(v.c.created_at >= today).group_by(v.c.state)).all())
+                                     .where(v.c.created_at >= today, in_scope(v.c.venue_id))
+                                     .group_by(v.c.state)).all())
         failure = conn.execute(select(v.c.id, v.c.failure, v.c.failure_code, v.c.created_at)
                                .where(v.c.state == verification.FAILED)
                                .order_by(v.c.id.desc()).limit(1)).first()
@@ -447,9 +477,10 @@ def daily_figures(svc, days=CHART_DAYS):
     v, s = verification_table, access_session
     with svc.engine.connect() as conn:
         calls = conn.execute(select(v.c.created_at, v.c.state).where(
-            v.c.created_at >= since,
+            v.c.created_at >= since, in_scope(v.c.venue_id),
             v.c.state.in_((verification.CONFIRMED, verification.EXPIRED)))).all()
-        visits = conn.execute(select(s.c.started_at, s.c.phone).where(s.c.started_at >= since)).all()
+        visits = conn.execute(select(s.c.started_at, s.c.phone).where(
+            s.c.started_at >= since, in_scope(s.c.venue_id))).all()
     figures = {first + timedelta(days=n): {"confirmed": 0, "expired": 0, "phones": set()}
                for n in range(days)}
     for created_at, state in calls:
@@ -501,10 +532,20 @@ def dashboard():
 @bp.route("/settings", methods=["GET", "POST"])
 def settings_page():
     svc = services()
-    effective = settings.load(svc)
+    if g.admin_venue is None and request.args.get("venue"):  # a chain admin edits one venue
+        chosen = venues.by_slug(svc.engine, request.args["venue"][:40])
+        if chosen is None:
+            abort(404)
+        g.callpass_venue = chosen.id
+    venue_id = g.callpass_venue
+    effective = settings.load(svc, venue_id)
     if request.method == "GET":
         return render_settings(effective, {})
     changes, errors = settings.parse_form(request.form, effective)
+    if venue_id != MAIN_VENUE:  # a venue's own: the provider and the garden are the chain's
+        changes = {key: value for key, value in changes.items() if key in settings.VENUE_KEYS}
+        errors = {key: value for key, value in errors.items()
+                  if key in settings.VENUE_KEYS or key == "logo"}
     upload = request.files.get("logo")
     logo_data = logo_type = None
     if upload is not None and upload.filename:
@@ -515,13 +556,13 @@ def settings_page():
             errors["logo"] = exc
     if errors:
         return render_settings(effective, errors), 400
-    settings.save(svc, changes, g.admin)
+    settings.save(svc, changes, g.admin, venue_id)
     changed = sorted(changes)
     if logo_type:
-        settings.save_logo(svc, logo_data, logo_type)
+        settings.save_logo(svc, logo_data, logo_type, venue_id)
         changed.append("venue.logo")
     elif request.form.get("logo.remove"):
-        settings.remove_logo(svc)
+        settings.remove_logo(svc, venue_id)
         changed.append("venue.logo")
     if any(key.startswith("provider.") for key in changes):
         forget_provider_status(svc)  # the balance shown must be the new account's
@@ -532,11 +573,13 @@ def settings_page():
             flash(_("Saved, but the firewall did not take the walled garden: %(why)s",
                     why="; ".join(failures)), "error")
     if changed:
-        note(audit.SETTINGS, {"changed": changed})
+        slug = request.args.get("venue") if g.admin_venue is None else None
+        note(audit.SETTINGS, {"changed": changed, **({"venue": slug} if slug else {})})
         flash(_("Saved. Guests see the change from their next page."), "ok")
     else:
         flash(_("Nothing was changed."), "ok")
-    return redirect(url_for("admin.settings_page"), code=303)
+    return redirect(url_for("admin.settings_page", venue=request.args.get("venue") or None),
+                    code=303)
 
 
 def render_settings(effective, errors):
@@ -572,7 +615,7 @@ def render_settings(effective, errors):
     text_languages = [lang for lang in LANGUAGES
                       if lang in chosen("venue.languages") or lang == default_language]
     messages = {key: _(exc.msgid, **exc.params) for key, exc in errors.items()}
-    has_logo = settings.has_logo(services())
+    has_logo = settings.has_logo(services(), g.callpass_venue)
     provider = effective["provider"]
     return render_template(
         "admin/settings.html", value=value, checked=checked, chosen=chosen, errors=messages,
@@ -580,7 +623,9 @@ def render_settings(effective, errors):
         has_logo=has_logo, logo_kb=settings.LOGO_MAX_BYTES // 1024,
         rules=settings.RULES, system_zone=settings.system_timezone(),
         text_languages=text_languages, language_names=NAMES,
-        zone_names=sorted(settings.zone_names()))
+        zone_names=sorted(settings.zone_names()),
+        venue_slug=None if g.callpass_venue == MAIN_VENUE
+        else venues.by_id(services().engine, g.callpass_venue).slug)
 
 
 # The settings page's preview: the guest view, under /admin so it answers by any host name.
@@ -618,8 +663,9 @@ def sessions_page():
     query_text = request.args.get("q", "")[:40]
     condition = session_filter(query_text) if query_text.strip() else None
     s = access_session
-    live = select(s).where(s.c.ended_at.is_(None)).order_by(s.c.started_at.desc())
-    ended = (select(s).where(s.c.ended_at.is_not(None))
+    live = (select(s).where(s.c.ended_at.is_(None), in_scope(s.c.venue_id))
+            .order_by(s.c.started_at.desc()))
+    ended = (select(s).where(s.c.ended_at.is_not(None), in_scope(s.c.venue_id))
              .order_by(s.c.ended_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
     if condition is not None:
         live, ended = live.where(condition), ended.where(condition)
@@ -634,7 +680,8 @@ def open_session(session_id):
     """The open session with this id, or a 404."""
     with services().engine.connect() as conn:
         row = conn.execute(select(access_session).where(
-            and_(access_session.c.id == session_id, access_session.c.ended_at.is_(None)))).first()
+            and_(access_session.c.id == session_id, access_session.c.ended_at.is_(None),
+                 in_scope(access_session.c.venue_id)))).first()
     if row is None:
         abort(404)
     return row
@@ -797,7 +844,7 @@ def log_page():
         page_number = 1
     rows, total = ([], 0) if error else idlog.page(
         svc.engine, date_from, date_to, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE,
-        zone=venue_zone())
+        zone=venue_zone(), venue_id=g.admin_venue)
     return render_template(
         "admin/log.html", rows=rows, total=total, page=page_number, page_size=PAGE_SIZE,
         error=error, date_from=request.args.get("from", ""), date_to=request.args.get("to", ""),
@@ -820,7 +867,10 @@ def export_format():
               for column, title in enumerate(CSV_TITLES)]
     words = {code: _(msgid) for code, msgid in END_REASONS.items()}
     words.update({idlog.BY_CALL: _("call"), idlog.BY_MEMORY: _("remembered device")})
-    return idlog.Export(header=header, words=words, zone=zone, phone_text=True)
+    # A chain admin's export of a chain names each row's venue (a single venue's stays as it was).
+    with_venue = g.admin_venue is None and venues.is_chain(services().engine)
+    return idlog.Export(header=header, words=words, zone=zone, phone_text=True,
+                        venue_column=_("Venue") if with_venue else None)
 
 
 def export_name(svc, date_from, date_to):
@@ -828,7 +878,8 @@ def export_name(svc, date_from, date_to):
     session's day to today)."""
     if date_from is None:
         with svc.engine.connect() as conn:
-            first = conn.execute(select(func.min(access_session.c.started_at))).scalar()
+            first = conn.execute(select(func.min(access_session.c.started_at))
+                                 .where(in_scope(access_session.c.venue_id))).scalar()
         date_from = first.astimezone(venue_zone()).date() if first else venue_today()
     return f"identifications_{date_from}_{date_to or venue_today()}.csv"
 
@@ -848,10 +899,55 @@ def export():
                         "to": date_to and date_to.isoformat()})
     return Response(
         idlog.csv_chunks(svc.engine, date_from, date_to, delimiter=delimiter,
-                         export=export_format()),
+                         export=export_format(), venue_id=g.admin_venue),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"',
                  "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+# --- Venues of a chain (chain admins only) -----------------------------------------------------
+
+@bp.get("/venues")
+def venues_page():
+    """Every venue with its live counts."""
+    return render_template("admin/venues.html", rows=venues.listing(services().engine))
+
+
+@bp.get("/venues/new", endpoint="venue_page")
+@bp.get("/venues/<int:venue_id>", endpoint="venue_page")
+def venue_page(venue_id=None):
+    """Add a venue, or change one's name and the router names that identify it."""
+    typed = {}
+    if venue_id is not None:
+        row = venues.by_id(services().engine, venue_id)
+        if row is None:
+            abort(404)
+        typed = {name: getattr(row, name) for name in venues.FIELDS}
+    return render_venue(venue_id, typed, {})
+
+
+def render_venue(venue_id, typed, errors, status=200):
+    messages = {key: _(msgid, **params) for key, (msgid, params) in errors.items()}
+    return render_template("admin/venue.html", venue_id=venue_id, typed=typed, errors=messages,
+                           is_main=venue_id == MAIN_VENUE), status
+
+
+@bp.post("/venues/new", endpoint="save_venue")
+@bp.post("/venues/<int:venue_id>", endpoint="save_venue")
+def save_venue(venue_id=None):
+    svc = services()
+    if venue_id is not None and venues.by_id(svc.engine, venue_id) is None:
+        abort(404)
+    typed = {name: request.form.get(name, "")[:200] for name in venues.FIELDS}
+    try:
+        values = venues.read_form(request.form, is_main=venue_id == MAIN_VENUE)
+        saved_id = venues.save(svc.engine, values, venue_id)
+    except venues.Invalid as exc:
+        return render_venue(venue_id, typed, exc.errors, 400)
+    note(audit.VENUE_ADD if venue_id is None else audit.VENUE_CHANGE,
+         {"venue": values["slug"], **{key: value for key, value in values.items() if value}})
+    flash(_("Venue %(slug)s saved.", slug=values["slug"]), "ok")
+    return redirect(url_for("admin.venue_page", venue_id=saved_id), code=303)
 
 
 # --- Admin accounts -----------------------------------------------------------------------------
@@ -875,10 +971,20 @@ def account_problem(name, password, repeated):
     return None
 
 
+def visible_admins(engine):
+    """The admin accounts this admin may see: all for a chain admin, else its venue's."""
+    rows = auth.list_admins(engine)
+    if g.admin_venue is None:
+        return rows
+    return [row for row in rows if row.venue_id == g.admin_venue]
+
+
 def render_admins(errors=None, typed_name="", status=200):
-    rows = auth.list_admins(services().engine)
-    return render_template("admin/admins.html", rows=rows, errors=errors or {},
-                           typed_name=typed_name), status
+    engine = services().engine
+    slugs = venues.slugs(engine) if g.admin_venue is None else {}
+    return render_template("admin/admins.html", rows=visible_admins(engine), errors=errors or {},
+                           typed_name=typed_name, venue_slugs=slugs,
+                           is_chain=len(slugs) > 1), status
 
 
 @bp.get("/admins")
@@ -895,9 +1001,17 @@ def add_admin():
                               request.form.get("repeated", ""))
     if problem is None and any(row.name == name for row in auth.list_admins(svc.engine)):
         problem = "name", _("An admin with this name already exists.")
+    venue_id = g.admin_venue  # a venue's admin adds admins of that venue only
+    typed_venue = request.form.get("venue", "").strip()
+    if problem is None and venue_id is None and typed_venue:
+        chosen = venues.by_slug(svc.engine, typed_venue)
+        if chosen is None:
+            problem = "venue", _("There is no venue %(slug)s.", slug=typed_venue[:40])
+        else:
+            venue_id = chosen.id
     if problem is None:
         try:
-            auth.add_admin(svc.engine, name, request.form["password"])
+            auth.add_admin(svc.engine, name, request.form["password"], venue_id)
         except auth.AccountError:  # taken meanwhile by another admin's request
             problem = "name", _("An admin with this name already exists.")
     if problem is not None:
@@ -910,10 +1024,10 @@ def add_admin():
 @bp.post("/admins/<name>/remove")
 def remove_admin(name):
     svc = services()
-    names = [row.name for row in auth.list_admins(svc.engine)]
-    if name not in names:
+    if name not in [row.name for row in visible_admins(svc.engine)]:
         abort(404)
-    if len(names) == 1:
+    chain_admins = [row.name for row in auth.list_admins(svc.engine) if row.venue_id is None]
+    if chain_admins == [name]:
         flash(_("The last admin cannot be removed: add another admin first."), "error")
         return redirect(url_for("admin.admins_page"), code=303)
     auth.remove_admin(svc.engine, name)
@@ -947,7 +1061,8 @@ def audit_page():
         before = int(request.args["before"]) if request.args.get("before") else None
     except ValueError:
         before = None
-    rows = audit.entries(services().engine, limit=PAGE_SIZE, before_id=before)
+    rows = audit.entries(services().engine, limit=PAGE_SIZE, before_id=before,
+                         venue_id=g.admin_venue)
     older = rows[-1].id if len(rows) == PAGE_SIZE else None
     return render_template("admin/audit.html", rows=rows, older=older, actions=ACTIONS,
                            detail=audit_detail)

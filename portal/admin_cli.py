@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from . import audit, auth
+from . import audit, auth, venues
 from .command import CONFIG_OPTION, open_database
 
 
@@ -42,11 +42,21 @@ def admin_group():
 
 @admin_group.command("add")
 @click.argument("name")
+@click.option("--venue", "venue_slug", metavar="SLUG",
+              help="An admin of this venue only (default: of the whole chain).")
 @CONFIG_OPTION
-def add(name, config_path):
+def add(name, venue_slug, config_path):
     """Create an admin NAME; the password comes from a prompt or stdin."""
     engine = open_database(config_path)
-    change(engine, lambda: auth.add_admin(engine, auth.check_name(name), read_password(name)),
+    venue_id = None
+    if venue_slug:
+        row = venues.by_slug(engine, venue_slug)
+        if row is None:
+            click.echo(f"callpass: there is no venue {venue_slug!r} (see /admin/venues)", err=True)
+            sys.exit(1)
+        venue_id = row.id
+    change(engine, lambda: auth.add_admin(engine, auth.check_name(name), read_password(name),
+                                          venue_id),
            audit.ADMIN_ADD, name)
     click.echo(f"admin {name} created; sign in at /admin/login")
 

@@ -27,23 +27,29 @@ ADMIN_PASSWORD = "admin-password"
 ADMIN_REMOVE = "admin-remove"
 BLOCK = "block"
 UNBLOCK = "unblock"
+VENUE_ADD = "venue-add"
+VENUE_CHANGE = "venue-change"
 
 MAX_DETAIL = 1000
 
 
-def record(engine, admin, remote_addr, action, detail=""):
-    """Add one entry to the audit log; detail is a text or a dict of JSON values."""
+def record(engine, admin, remote_addr, action, detail="", venue_id=None):
+    """Add one entry to the audit log; detail is a text or a dict of JSON values; venue_id is
+    the acting admin's venue (None: a chain admin, or the shell)."""
     if isinstance(detail, dict):
         detail = json.dumps(detail, ensure_ascii=False, sort_keys=True)
     with storage.begin(engine) as conn:
         conn.execute(audit.insert().values(
             at=utcnow(), admin=(admin or "-")[:64], remote_addr=(remote_addr or "-")[:45],
-            action=action, detail=detail[:MAX_DETAIL]))
+            action=action, detail=detail[:MAX_DETAIL], venue_id=venue_id))
 
 
-def entries(engine, limit=100, before_id=None):
-    """The newest entries first, at most limit, older than before_id when given."""
+def entries(engine, limit=100, before_id=None, venue_id=None):
+    """The newest entries first, at most limit, older than before_id when given; only those of
+    one venue's admins when venue_id is given."""
     query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+    if venue_id is not None:
+        query = query.where(audit.c.venue_id == venue_id)
     if before_id is not None:
         query = query.where(audit.c.id < before_id)
     with engine.connect() as conn:

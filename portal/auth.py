@@ -65,8 +65,9 @@ def check_password(name, password):
         raise AccountError("the password must not be the admin name")
 
 
-def add_admin(engine, name, password):
-    """Create an admin account; AccountError when the name is taken or the password too weak."""
+def add_admin(engine, name, password, venue_id=None):
+    """Create an admin account, of one venue or (venue_id None) of the whole chain; AccountError
+    when the name is taken or the password too weak."""
     check_name(name)
     check_password(name, password)
     password_hash = generate_password_hash(password, method=HASH_METHOD)  # slow: before the lock
@@ -74,7 +75,7 @@ def add_admin(engine, name, password):
         if conn.execute(select(admin_user.c.id).where(admin_user.c.name == name)).first():
             raise AccountError(f"an admin named {name!r} already exists")
         conn.execute(admin_user.insert().values(
-            name=name, password_hash=password_hash, created_at=utcnow()))
+            name=name, password_hash=password_hash, created_at=utcnow(), venue_id=venue_id))
 
 
 def set_password(engine, name, password):
@@ -99,9 +100,10 @@ def remove_admin(engine, name):
 
 
 def list_admins(engine):
-    """Every admin account (name, created_at), by name."""
+    """Every admin account (name, created_at, venue_id: None for the whole chain), by name."""
     with engine.connect() as conn:
-        return conn.execute(select(admin_user.c.name, admin_user.c.created_at)
+        return conn.execute(select(admin_user.c.name, admin_user.c.created_at,
+                                   admin_user.c.venue_id)
                             .order_by(admin_user.c.name)).all()
 
 
@@ -144,19 +146,20 @@ def sign_out(engine, name):
 
 
 def signed_in_admin(engine):
-    """The name of the admin signed in on this request, or None (expired, signed out elsewhere,
-    password changed, account removed)."""
+    """The admin signed in on this request (name, venue_id: None for a chain admin), or None
+    (expired, signed out elsewhere, password changed, account removed)."""
     name = session.get("admin")
     if not name:
         return None
     if time.time() - session.get("admin_since", 0) > SESSION_SECONDS:
         return None
     with engine.connect() as conn:
-        epoch = conn.execute(select(admin_user.c.session_epoch)
-                             .where(admin_user.c.name == name)).scalar()
-    if epoch is None or session.get("admin_epoch") != epoch:
+        row = conn.execute(select(admin_user.c.name, admin_user.c.venue_id,
+                                  admin_user.c.session_epoch)
+                           .where(admin_user.c.name == name)).first()
+    if row is None or session.get("admin_epoch") != row.session_epoch:
         return None
-    return name
+    return row
 
 
 # --- The per-account lock -----------------------------------------------------------------------

@@ -79,12 +79,13 @@ def record_call(engine, record):
     The notification row goes first: a second one with the same phone and ts fails on the
     unique index (IntegrityError) before anything else is written.
     """
-    portal = settings.current()["portal"]
+    def rules(venue_id):  # the session rules of the waiting guest's venue
+        return settings.current(venue_id)["portal"]
+
     with storage.begin(engine) as conn:
         notification_id = conn.execute(notification.insert().values(
             **row_values(record), verdict="accepted", reason="")).inserted_primary_key[0]
-        confirmed = verification.confirm_call(conn, record["phone"], portal["session_minutes"],
-                                              portal["devices_per_phone"])
+        confirmed = verification.confirm_call(conn, record["phone"], rules)
         if confirmed:
             verdict, reason = "accepted", f"confirmed {len(confirmed)} verification(s)"
         else:

@@ -16,7 +16,7 @@ from flask_babel import format_time, gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import (blocklist, captive, opennds, phone, routers, services, sessions, settings,
-               verification)
+               venues, verification)
 from .config import DEFAULTS
 from .extensions import limiter, note, noted, portal_setting
 from .i18n import current_language
@@ -73,7 +73,7 @@ def has_logo():
     """Whether the venue has a logo to show (looked up once per request)."""
     if "callpass_has_logo" not in g:
         try:
-            g.callpass_has_logo = settings.has_logo(services())
+            g.callpass_has_logo = settings.has_logo(services(), venues.current())
         except SQLAlchemyError:
             g.callpass_has_logo = False
     return g.callpass_has_logo
@@ -225,9 +225,10 @@ def start():
     if blocklist.is_blocked(svc.engine, number, mac):
         log.info("refused a blocked phone or device: %s %s", number, mac)
         return form_page(typed, status=403, notice=str(BLOCKED_MESSAGE))
+    venue_id = venues.current()
     row = verification.remember_device(
         svc.engine, number, mac, ip, portal["remember_days"],
-        portal["session_minutes"], portal["devices_per_phone"])
+        portal["session_minutes"], portal["devices_per_phone"], venue_id)
     if row is not None:
         svc.firewall_worker.wake()
         return redirect(wait_url(row.token), code=303)
@@ -242,7 +243,8 @@ def start():
     g.callpass_asked_provider = True
     try:
         row = verification.start_verification(
-            svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"])
+            svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"],
+            venue_id)
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
         status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
@@ -413,7 +415,7 @@ def venue_page():
 @bp.get("/venue/logo")
 def venue_logo():
     """The venue's logo (uploaded on the admin page, else venue.logo), 404 when there is none."""
-    found = settings.logo(services())
+    found = settings.logo(services(), venues.current())
     if found is None:
         abort(404)
     data, content_type = found

@@ -3,7 +3,8 @@
 One row per access session (a device let through after a confirmed call): the phone, the device's
 MAC and IP, when the call confirmed the phone, when the session started and ended, and why it ended.
 It is read page by page on the admin page, exported as CSV (streamed in batches, so a million rows
-never sit in memory) and purged `admin.retention_days` after the session ended.
+never sit in memory) and purged `admin.retention_days` after the session ended. In a chain each
+venue's admins read their venue's slice; a chain admin's export has a last column naming the venue.
 """
 
 import csv
@@ -14,7 +15,7 @@ import phonenumbers
 from sqlalchemy import delete, func, select
 
 from . import audit, storage
-from .storage import access_session, nas_session, notification, utcnow, verification
+from .storage import access_session, nas_session, notification, utcnow, venue, verification
 
 EXPORT_BATCH = 500  # rows per batch: memory use follows this, not the size of the log
 # Column titles of the machine-readable export (English, times in UTC); the admin page's export
@@ -30,9 +31,9 @@ def start_of(day, zone=timezone.utc):
     return datetime.combine(day, time.min, tzinfo=zone)
 
 
-def _select(date_from=None, date_to=None, zone=timezone.utc):
+def _select(date_from=None, date_to=None, zone=timezone.utc, venue_id=None):
     """The log's columns for sessions started on date_from … date_to (days in zone, both
-    included)."""
+    included), of one venue when venue_id is given."""
     s, v = access_session, verification
     # The volume a RADIUS router reported (bytes from / to the device), summed over its sessions;
     # empty where no router reports it (the nftables gateway counts nothing).
@@ -42,9 +43,12 @@ def _select(date_from=None, date_to=None, zone=timezone.utc):
               .group_by(nas_session.c.access_session_id).subquery())
     query = (select(s.c.id, s.c.phone, s.c.mac, s.c.ip, v.c.confirmed_at.label("verified_at"),
                     v.c.call_number, s.c.started_at, s.c.ends_at, s.c.ended_at, s.c.end_reason,
-                    volume.c.bytes_in, volume.c.bytes_out)
+                    volume.c.bytes_in, volume.c.bytes_out, venue.c.slug.label("venue"))
              .select_from(s.outerjoin(v, v.c.id == s.c.verification_id)
-                          .outerjoin(volume, volume.c.access_session_id == s.c.id)))
+                          .outerjoin(volume, volume.c.access_session_id == s.c.id)
+                          .outerjoin(venue, venue.c.id == s.c.venue_id)))
+    if venue_id is not None:
+        query = query.where(s.c.venue_id == venue_id)
     if date_from is not None:
         query = query.where(s.c.started_at >= start_of(date_from, zone))
     if date_to is not None:
@@ -52,9 +56,10 @@ def _select(date_from=None, date_to=None, zone=timezone.utc):
     return query
 
 
-def page(engine, date_from=None, date_to=None, limit=100, offset=0, zone=timezone.utc):
-    """(rows newest first, total count) for one page of the log."""
-    query = _select(date_from, date_to, zone)
+def page(engine, date_from=None, date_to=None, limit=100, offset=0, zone=timezone.utc,
+         venue_id=None):
+    """(rows newest first, total count) for one page of the log (of one venue, when given)."""
+    query = _select(date_from, date_to, zone, venue_id)
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(query.subquery())).scalar()
         rows = conn.execute(query.order_by(access_session.c.started_at.desc(),
@@ -73,20 +78,26 @@ class Export:
     """How the CSV is written: header, words for the coded columns, time zone, phone format.
 
     The default is the machine-readable export (English codes, UTC, E.164); the admin page passes
-    its language's header and words, the venue's zone and phone_text (see csv_phone).
+    its language's header and words, the venue's zone and phone_text (see csv_phone). With
+    venue_column the header ends with it and each row with the session's venue (its slug).
     """
 
-    def __init__(self, header=CSV_HEADER, words=None, zone=timezone.utc, phone_text=False):
+    def __init__(self, header=CSV_HEADER, words=None, zone=timezone.utc, phone_text=False,
+                 venue_column=None):
         self.header, self.words, self.zone, self.phone_text = header, words or {}, zone, phone_text
+        self.with_venue = venue_column is not None
+        if self.with_venue:
+            self.header = (*header, venue_column)
 
     def word(self, code):
         return self.words.get(code, code)
 
     def row(self, row):
-        return (csv_phone(row.phone) if self.phone_text else row.phone, row.mac, row.ip,
-                self.word(verified_by(row)), csv_time(row.verified_at, self.zone),
-                csv_time(row.started_at, self.zone), csv_time(row.ended_at, self.zone),
-                self.word(end_reason(row)), _count(row.bytes_in), _count(row.bytes_out))
+        values = (csv_phone(row.phone) if self.phone_text else row.phone, row.mac, row.ip,
+                  self.word(verified_by(row)), csv_time(row.verified_at, self.zone),
+                  csv_time(row.started_at, self.zone), csv_time(row.ended_at, self.zone),
+                  self.word(end_reason(row)), _count(row.bytes_in), _count(row.bytes_out))
+        return (*values, row.venue) if self.with_venue else values
 
 
 def csv_phone(number):
@@ -100,8 +111,9 @@ def csv_phone(number):
 
 
 def csv_chunks(engine, date_from=None, date_to=None, delimiter=",", batch=EXPORT_BATCH,
-               export=None):
-    """The export as text chunks: a UTF-8 BOM and header, then one chunk per batch of rows.
+               export=None, venue_id=None):
+    """The export as text chunks: a UTF-8 BOM and header, then one chunk per batch of rows (of
+    one venue, when given).
 
     Rows come from the database batch by batch (yield_per: a server-side cursor where the driver
     has one), oldest first, so memory use does not grow with the size of the log.
@@ -111,8 +123,8 @@ def csv_chunks(engine, date_from=None, date_to=None, delimiter=",", batch=EXPORT
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow(export.header)
     yield "\ufeff" + out.getvalue()
-    query = _select(date_from, date_to, export.zone).order_by(access_session.c.started_at,
-                                                              access_session.c.id)
+    query = _select(date_from, date_to, export.zone, venue_id).order_by(
+        access_session.c.started_at, access_session.c.id)
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=batch).execute(query)
         for rows in result.partitions():

@@ -25,7 +25,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, jsonify, request
 from sqlalchemy import select
 
-from . import auth, services, sessions, storage
+from . import auth, services, sessions, storage, venues
 from .firewall import Backend
 from .storage import access_session, nas_session, utcnow
 
@@ -117,6 +117,15 @@ def reject(message):
     return jsonify({"reply:Reply-Message": message}), 401
 
 
+def nas_venue(engine, body):
+    """The venue of the router asking: by NAS-Identifier, else by NAS-IP-Address (our FreeRADIUS
+    site fills in the source address when the router sends none); the main venue when none is
+    known."""
+    address = attribute(body, "NAS-IP-Address") or ""
+    return venues.named_by(engine, identity=attribute(body, "NAS-Identifier"),
+                           nas_ip=address if _is_ip(address) else "")
+
+
 @bp.post("/radius/<token>/authorize")
 def authorize(token):
     body = radius_body(token)
@@ -130,6 +139,8 @@ def authorize(token):
     session = sessions.active_session(svc.engine, mac)
     if session is None:
         return reject("This device has not signed in: open the Wi-Fi sign-in page")
+    if session.venue_id != nas_venue(svc.engine, body):
+        return reject("This device signed in at another venue: open the Wi-Fi sign-in page")
     reply = session_reply(session, svc.config["radius"])
     if attribute(body, "CHAP-Password") or attribute(body, "User-Password"):
         # A login with a password: FreeRADIUS's chap or pap module compares it with this.

@@ -5,18 +5,21 @@ does not share the guest's network segment and cannot read its MAC from a neighb
 router tells it instead, in the address it sends the guest to:
 
 - MikroTik Hotspot: deploy/mikrotik/login.html posts the router's variables to `/mikrotik`
-  (mac, ip, link-login-only, link-orig, chap-id, chap-challenge). After the call the wait page
+  (mac, ip, link-login-only, link-orig, chap-id, chap-challenge, and the router's identity, which
+  names its venue in a chain: venues.py). After the call the wait page
   logs the device in at link-login-only with a one-time password (http-chap, computed here as
   the router expects); the router then asks RADIUS, which checks the password and that the MAC
   the router sees is the one that verified. With MAC login on, the router also asks by MAC at
   the next association, so a guest whose sign-in sheet closed gets online all the same.
 - UniFi external portal: the controller sends the guest to `/guest/s/<site>/?id=<mac>&ap=…&t=…
-  &url=…&ssid=…`; after the call the backend authorises the MAC on the controller.
+  &url=…&ssid=…` (the site names the venue); after the call the backend authorises the MAC on
+  the controller.
 
 What the router said is kept in the guest's signed session cookie for an hour. A guest can forge
 these variables (they come through its own browser); the worst it gets is to verify some other
 device under its own phone number — the RADIUS login still checks the MAC the router saw, and
-nobody gets online on another person's call.
+nobody gets online on another person's call. A forged identity or site puts the forger's own
+session at another venue, whose router does not let it in.
 """
 
 import hashlib
@@ -27,7 +30,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, request, session, url_for
 
-from . import services
+from . import services, venues
 from .radius import login_password, parse_mac
 
 bp = Blueprint("routers", __name__)
@@ -112,7 +115,9 @@ def mikrotik():
         return redirect(url_for("guest.index"), code=303)  # nothing usable: the plain form
     if mac is None or not login_url or len(chap_id) > 1 or len(challenge) > 64:
         return redirect(url_for("guest.index"), code=303)
-    _remember({"kind": "mikrotik", "mac": mac, "ip": ip, "login_url": login_url,
+    venue_id = venues.named_by(services().engine, identity=values.get("identity", "").strip())
+    _remember({"kind": "mikrotik", "venue": venue_id, "mac": mac, "ip": ip,
+               "login_url": login_url,
                "dst": safe_url(values.get("link-orig")),
                "chap_id": chap_id.hex(), "chap_challenge": challenge.hex()})
     return redirect(url_for("guest.index"), code=303)
@@ -123,7 +128,9 @@ def unifi(site):
     """A UniFi controller's external-portal redirect: ?id=<client MAC>&ap=…&t=…&url=…&ssid=…"""
     mac = parse_mac(request.args.get("id"))
     if mac is not None:
-        _remember({"kind": "unifi", "mac": mac, "ip": request.remote_addr or "",
+        venue_id = venues.named_by(services().engine, unifi_site=site)
+        _remember({"kind": "unifi", "venue": venue_id, "mac": mac,
+                   "ip": request.remote_addr or "",
                    "dst": safe_url(request.args.get("url")),
                    "ssid": request.args.get("ssid", "")[:64]})
     return redirect(url_for("guest.index"), code=303)

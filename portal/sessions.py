@@ -16,7 +16,7 @@ from sqlalchemy import and_, select, update
 
 from . import storage
 from .config import MAX_SESSION_MINUTES
-from .storage import access_session, firewall_change, utcnow
+from .storage import MAIN_VENUE, access_session, firewall_change, utcnow
 
 
 def queue_firewall(conn, mac, now):
@@ -25,11 +25,12 @@ def queue_firewall(conn, mac, now):
 
 
 def grant_access(conn, mac, ip, phone, minutes, verification_id=None, devices_per_phone=0,
-                 now=None):
-    """Open a session of `minutes` for mac (ending any open one of that MAC); returns its id.
+                 now=None, venue_id=MAIN_VENUE):
+    """Open a session of `minutes` for mac at a venue (ending any open one of that MAC, at any
+    venue: a device is in one place at a time); returns its id.
 
     Runs inside the caller's transaction. With devices_per_phone, the phone's oldest sessions
-    beyond that many are ended.
+    at that venue beyond that many are ended.
     """
     now = now or utcnow()
     conn.execute(
@@ -37,20 +38,22 @@ def grant_access(conn, mac, ip, phone, minutes, verification_id=None, devices_pe
         .where(access_session.c.mac == mac, access_session.c.ended_at.is_(None))
         .values(ended_at=now, end_reason="replaced"))
     session_id = conn.execute(access_session.insert().values(
-        verification_id=verification_id, mac=mac, ip=ip, phone=phone,
+        verification_id=verification_id, mac=mac, ip=ip, phone=phone, venue_id=venue_id,
         started_at=now, ends_at=now + timedelta(minutes=minutes))).inserted_primary_key[0]
     queue_firewall(conn, mac, now)
-    limit_devices(conn, phone, devices_per_phone, now)
+    limit_devices(conn, phone, devices_per_phone, now, venue_id)
     return session_id
 
 
-def limit_devices(conn, phone, devices, now):
-    """End the oldest open sessions of phone beyond `devices` (0 = no limit); returns how many."""
+def limit_devices(conn, phone, devices, now, venue_id=MAIN_VENUE):
+    """End the oldest open sessions of phone at a venue beyond `devices` (0 = no limit); returns
+    how many."""
     if devices < 1:
         return 0
     open_rows = conn.execute(
         select(access_session.c.id, access_session.c.mac)
-        .where(access_session.c.phone == phone, access_session.c.ended_at.is_(None),
+        .where(access_session.c.phone == phone, access_session.c.venue_id == venue_id,
+               access_session.c.ended_at.is_(None),
                access_session.c.ends_at > now)
         .order_by(access_session.c.started_at.desc(), access_session.c.id.desc())).all()
     for row in open_rows[devices:]:

@@ -1,6 +1,10 @@
 """Effective settings: the config file's values with the admin's changes (stored in the database)
 laid over them. Views read `current()` so a change on the admin page applies without a restart.
 
+In a chain, the chain's changes (`setting`, also the main venue's) are laid over the file, and a
+venue's own changes (`venue_setting`, the keys in VENUE_KEYS) over those. `current()` gives the
+settings of the venue the request is about (venues.current()).
+
 `parse_form` checks what the admin typed, key by key; nothing is stored unless every key is valid.
 Its messages are English msgids (marked with N_) with parameters; the admin page translates them.
 """
@@ -19,19 +23,23 @@ import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import services, storage
+from . import services, storage, venues
 from .catalog import N_
 from .config import LANGUAGES, MAX_SESSION_MINUTES
 from .firewall import FirewallError
-from .storage import asset, setting, utcnow
+from .storage import MAIN_VENUE, asset, setting, utcnow, venue_setting
 
 
 
-def load(svc):
-    """The file config with every stored override applied (a fresh copy)."""
+def load(svc, venue_id=MAIN_VENUE):
+    """The file config with every stored override of the chain, then of the venue, applied (a
+    fresh copy)."""
     merged = copy.deepcopy(svc.config)
     with svc.engine.connect() as conn:
         rows = conn.execute(select(setting.c.key, setting.c.value)).all()
+        if venue_id != MAIN_VENUE:
+            rows += conn.execute(select(venue_setting.c.key, venue_setting.c.value)
+                                 .where(venue_setting.c.venue_id == venue_id)).all()
     for key, value in rows:
         section, _, name = key.partition(".")
         if key in EDITABLE and section in merged and name in merged[section]:
@@ -42,14 +50,19 @@ def load(svc):
 CACHE_SECONDS = 2.0  # another process's (or node's) admin change applies within this long
 
 
-def current():
-    """Effective settings of the running app (read only), loaded at most every CACHE_SECONDS:
-    guest requests must not query every setting each time. save() here clears it at once."""
+def current(venue_id=None):
+    """Effective settings (read only) of venue_id, by default the venue of the running request,
+    loaded at most every CACHE_SECONDS: guest requests must not query every setting each time.
+    save() here clears them at once."""
     svc = services()
-    cached = svc.cache.get("settings")
+    venue_id = venues.current() if venue_id is None else venue_id
+    cache = svc.cache.setdefault("settings", {})
+    cached = cache.get(venue_id)
     if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
-        cached = (time.monotonic(), load(svc))
-        svc.cache["settings"] = cached
+        if len(cache) > 2000:  # a chain's venues, and no more
+            cache.clear()
+        cached = (time.monotonic(), load(svc, venue_id))
+        cache[venue_id] = cached
     return cached[1]
 
 
@@ -61,32 +74,50 @@ def effective_venue():
     except SQLAlchemyError:
         return services().config["venue"]
 
-def save(svc, changes, admin):
-    """Store overrides {"section.key": value}; values must already be validated."""
+
+def save(svc, changes, admin, venue_id=MAIN_VENUE):
+    """Store overrides {"section.key": value} of the chain (the main venue) or of one venue;
+    values must already be validated."""
     now = utcnow()
     with storage.begin(svc.engine) as conn:
         for key, value in changes.items():
-            if key not in EDITABLE:
+            if key not in (EDITABLE if venue_id == MAIN_VENUE else VENUE_KEYS):
                 raise KeyError(key)
-            conn.execute(setting.delete().where(setting.c.key == key))
-            conn.execute(setting.insert().values(key=key, value=json.dumps(value),
-                                                 updated_at=now, updated_by=admin))
+            if venue_id == MAIN_VENUE:
+                conn.execute(setting.delete().where(setting.c.key == key))
+                conn.execute(setting.insert().values(key=key, value=json.dumps(value),
+                                                     updated_at=now, updated_by=admin))
+            else:
+                conn.execute(venue_setting.delete().where(venue_setting.c.venue_id == venue_id,
+                                                          venue_setting.c.key == key))
+                conn.execute(venue_setting.insert().values(
+                    venue_id=venue_id, key=key, value=json.dumps(value), updated_at=now,
+                    updated_by=admin))
     svc.cache.pop("settings", None)
 
 
-def has_logo(svc):
+def logo_names(venue_id):
+    """The stored logos that may show at a venue, its own first."""
+    return ("logo",) if venue_id == MAIN_VENUE else (f"logo:{venue_id}", "logo")
+
+
+def has_logo(svc, venue_id=MAIN_VENUE):
     """Whether there is a logo to show (without reading its bytes: every guest page asks)."""
     with svc.engine.connect() as conn:
-        if conn.execute(select(asset.c.name).where(asset.c.name == "logo")).first() is not None:
+        if conn.execute(select(asset.c.name)
+                        .where(asset.c.name.in_(logo_names(venue_id)))).first() is not None:
             return True
     path = svc.config["venue"]["logo"]
     return bool(path) and os.path.isfile(path)
 
 
-def logo(svc):
-    """(bytes, content type) of the venue logo — uploaded one first, else venue.logo file — or None."""
+def logo(svc, venue_id=MAIN_VENUE):
+    """(bytes, content type) of the venue logo — its own uploaded one, else the chain's, else
+    the venue.logo file — or None."""
     with svc.engine.connect() as conn:
-        row = conn.execute(select(asset).where(asset.c.name == "logo")).first()
+        rows = {row.name: row for row in conn.execute(
+            select(asset).where(asset.c.name.in_(logo_names(venue_id)))).all()}
+    row = next((rows[name] for name in logo_names(venue_id) if name in rows), None)
     if row is not None:
         return row.data, row.content_type
     path = svc.config["venue"]["logo"]
@@ -402,6 +433,9 @@ RULES = {
     "gateway.garden": Garden(),
 }
 EDITABLE = tuple(RULES)  # the keys an admin may change on the settings page
+# The keys a venue of a chain may set for itself; the provider account and the walled garden
+# (of callpass's own gateway) are the chain's.
+VENUE_KEYS = tuple(key for key in RULES if key.split(".")[0] in ("venue", "portal"))
 SECRETS = tuple(key for key, rule in RULES.items() if isinstance(rule, Secret))
 PER_LANGUAGE = tuple(key for key, rule in RULES.items() if isinstance(rule, Texts))
 
@@ -566,18 +600,19 @@ def check_logo(data):
     raise Invalid(N_("The logo must be a PNG or JPEG image."))
 
 
-def save_logo(svc, data, content_type):
-    """Store an uploaded logo (checked by check_logo); it replaces the previous one."""
+def save_logo(svc, data, content_type, venue_id=MAIN_VENUE):
+    """Store an uploaded logo (checked by check_logo); it replaces the venue's previous one."""
+    name = logo_names(venue_id)[0]
     with storage.begin(svc.engine) as conn:
-        conn.execute(asset.delete().where(asset.c.name == "logo"))
-        conn.execute(asset.insert().values(name="logo", content_type=content_type, data=data,
+        conn.execute(asset.delete().where(asset.c.name == name))
+        conn.execute(asset.insert().values(name=name, content_type=content_type, data=data,
                                            updated_at=utcnow()))
 
 
-def remove_logo(svc):
-    """Forget the uploaded logo (the config's venue.logo file, if any, shows again)."""
+def remove_logo(svc, venue_id=MAIN_VENUE):
+    """Forget the venue's uploaded logo (the chain's, or the venue.logo file, shows again)."""
     with storage.begin(svc.engine) as conn:
-        conn.execute(asset.delete().where(asset.c.name == "logo"))
+        conn.execute(asset.delete().where(asset.c.name == logo_names(venue_id)[0]))
 
 
 def push_garden(firewall, old, new):

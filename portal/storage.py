@@ -52,6 +52,31 @@ class UTCDateTime(TypeDecorator):
 
 metadata = MetaData()
 
+MAIN_VENUE = 1  # the venue of a single-venue install, and of guests no known router names
+
+# The venues of a chain: what a guest arrives through (see venues.py). Records carry venue_id as a
+# plain number; venues are never deleted.
+venue = Table(
+    "venue", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(40), nullable=False, unique=True),    # "cafe-arbat", in addresses
+    Column("name", String(100), nullable=False),                # for admins ("" = main)
+    Column("nas_identifier", String(64), unique=True),  # RADIUS NAS-Identifier = MikroTik identity
+    Column("nas_ip", String(45), unique=True),          # RADIUS NAS-IP-Address or source address
+    Column("unifi_site", String(64), unique=True),       # UniFi controller site ("default")
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# A venue's own settings laid over the chain's (`setting`, which are also the main venue's).
+venue_setting = Table(
+    "venue_setting", metadata,
+    Column("venue_id", Integer, primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)
+
 verification = Table(
     "verification", metadata,
     Column("id", Integer, primary_key=True),
@@ -66,9 +91,11 @@ verification = Table(
     Column("confirmed_at", UTCDateTime),
     Column("failure", Text),
     Column("failure_code", Integer),  # the provider's error code, when it answered one
+    Column("venue_id", Integer, nullable=False, server_default=text("1")),
     Index("ix_verification_phone_state", "phone", "state"),
     Index("ix_verification_created", "created_at"),
     Index("ix_verification_state_expires", "state", "expires_at"),  # the maintenance expiry
+    Index("ix_verification_venue_created", "venue_id", "created_at"),  # a venue's log
 )
 
 access_session = Table(
@@ -87,11 +114,13 @@ access_session = Table(
     Column("firewall_at", UTCDateTime),
     # The outcome of the last RADIUS Disconnect-Message sent for this session (radius backend).
     Column("disconnect_result", String(200)),
+    Column("venue_id", Integer, nullable=False, server_default=text("1")),
     Index("ix_access_session_mac", "mac"),
     Index("ix_access_session_phone", "phone"),  # the per-phone device limit, on every call
     Index("ix_access_session_verification", "verification_id"),
     Index("ix_access_session_open", "ended_at", "ends_at"),
     Index("ix_access_session_started", "started_at"),
+    Index("ix_access_session_venue_open", "venue_id", "ended_at"),  # a venue's online count
 )
 
 notification = Table(
@@ -173,6 +202,7 @@ admin_user = Table(
     # until one succeeds (see auth.claim_attempt).
     Column("failed_logins", Integer, nullable=False, server_default=text("0")),
     Column("last_failed_at", UTCDateTime),
+    Column("venue_id", Integer),  # the one venue this admin manages; NULL: the whole chain
 )
 
 audit = Table(
@@ -183,6 +213,7 @@ audit = Table(
     Column("remote_addr", String(45), nullable=False),
     Column("action", String(64), nullable=False),
     Column("detail", Text, nullable=False),
+    Column("venue_id", Integer),  # the acting admin's venue; NULL: a chain admin
     Index("ix_audit_at", "at"),
 )
 

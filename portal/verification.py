@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 
 from . import sessions, storage
 from .provider import ProviderError
-from .storage import access_session, blocked, utcnow, verification
+from .storage import MAIN_VENUE, access_session, blocked, utcnow, verification
 
 PENDING, CONFIRMED, EXPIRED, FAILED = "pending", "confirmed", "expired", "failed"
 
@@ -50,14 +50,15 @@ def last_attempt(engine, phone, mac):
             .order_by(verification.c.id.desc()).limit(1)).first()
 
 
-def start_verification(engine, provider, phone, mac, ip, minutes):
-    """Ask the provider for a number to call and record a pending verification; returns its row.
+def start_verification(engine, provider, phone, mac, ip, minutes, venue_id=MAIN_VENUE):
+    """Ask the provider for a number to call and record a pending verification at a venue;
+    returns its row.
 
     A provider error is recorded as a failed verification and raised again for the view.
     PhoneWaiting when another device started waiting for phone while the provider answered.
     """
     token = secrets.token_urlsafe(18)
-    values = dict(token=token, phone=phone, mac=mac, ip=ip)
+    values = dict(token=token, phone=phone, mac=mac, ip=ip, venue_id=venue_id)
     try:
         call_number = provider.wait_call(phone)
     except ProviderError as exc:
@@ -108,9 +109,10 @@ def expire_overdue(engine):
                      .values(state=EXPIRED))
 
 
-def confirm_call(conn, phone, session_minutes, devices_per_phone):
+def confirm_call(conn, phone, rules):
     """The provider reports a call from phone: confirm its pending verifications, open sessions.
 
+    rules(venue_id) gives the [portal] settings of a venue (session_minutes, devices_per_phone).
     Runs inside the caller's transaction (the callback records the notification in the same one),
     so a verification is confirmed together with its session or not at all. Returns the
     confirmed verification rows (empty when nobody with that phone is waiting).
@@ -134,9 +136,11 @@ def confirm_call(conn, phone, session_minutes, devices_per_phone):
                                .values(state=CONFIRMED, confirmed_at=now)).rowcount
         if changed != 1:  # another transaction got there first
             continue
-        sessions.grant_access(conn, row.mac, row.ip, row.phone, session_minutes,
-                              verification_id=row.id, devices_per_phone=devices_per_phone,
-                              now=now)
+        portal = rules(row.venue_id)
+        sessions.grant_access(conn, row.mac, row.ip, row.phone, portal["session_minutes"],
+                              verification_id=row.id,
+                              devices_per_phone=portal["devices_per_phone"], now=now,
+                              venue_id=row.venue_id)
         confirmed.append(row)
     return confirmed
 
@@ -149,8 +153,10 @@ def _is_blocked(conn, phone, macs):
         (blocked.c.kind == "mac") & blocked.c.value.in_(macs))).limit(1)).first() is not None
 
 
-def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone):
-    """Let mac back in without a call when it verified phone by a call within `days` (0 = never).
+def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone,
+                    venue_id=MAIN_VENUE):
+    """Let mac back in without a call when it verified phone by a call within `days` (0 = never),
+    at any venue of the chain; the new session is at venue_id.
 
     The sign-in is recorded as a confirmed verification with an empty call_number (the
     identification log shows it), and a session is opened, in one transaction. Only real calls
@@ -170,10 +176,11 @@ def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_p
             return None
         verification_id = conn.execute(verification.insert().values(
             token=token, phone=phone, mac=mac, ip=ip, call_number="", state=CONFIRMED,
-            created_at=now, expires_at=now, confirmed_at=now)).inserted_primary_key[0]
+            created_at=now, expires_at=now, confirmed_at=now, venue_id=venue_id)
+        ).inserted_primary_key[0]
         sessions.grant_access(conn, mac, ip, phone, session_minutes,
                               verification_id=verification_id,
-                              devices_per_phone=devices_per_phone, now=now)
+                              devices_per_phone=devices_per_phone, now=now, venue_id=venue_id)
     return find(engine, token)
 
 

@@ -12,7 +12,7 @@ from portal.provider import DESCRIPTIONS
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGS = ROOT / "portal" / "translations"
 METHODS = [("portal/admin.py", "python"), ("portal/settings.py", "python"),
-           ("portal/provider.py", "python"),
+           ("portal/provider.py", "python"), ("portal/venues.py", "python"),
            ("templates/admin/*.html", "jinja2")]
 
 

@@ -1,0 +1,291 @@
+"""A chain of venues on one callpass: which venue a guest arrives through (MikroTik identity,
+RADIUS NAS, UniFi site), the venue's own settings over the chain's, a router letting in only its
+own venue's sessions, and the admin pages — a venue's admin sees its venue and nothing else.
+
+Through the Flask test client; FreeRADIUS and two nodes behind HAProxy are in tests/test_nodes.py.
+"""
+
+import csv
+import io
+import itertools
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from admin_support import (ADMIN_PASSWORD, Admin, admin, command_config,  # noqa: F401
+                           settings_form, sign_in)
+from conftest import notify, settle
+from sqlalchemy import func, select
+
+from portal import auth, storage, venues
+from portal.storage import MAIN_VENUE, access_session, audit, verification
+
+RADIUS_TOKEN = "radius-token-0123456789"
+FREERADIUS = {"REMOTE_ADDR": "127.0.0.1"}
+CALLS = itertools.count(int(time.time()) - 60)  # the calls' ts, one apart
+
+
+@pytest.fixture
+def cfg(cfg):
+    cfg["gateway"]["firewall"] = "radius"
+    cfg["radius"].update(token=RADIUS_TOKEN, clients=["127.0.0.1/32"], secret="nas-secret")
+    return cfg
+
+
+@pytest.fixture
+def app(configured_app):
+    return configured_app
+
+
+def engine_of(app):
+    return app.extensions["callpass"].engine
+
+
+def add_venue(app, slug, **names):
+    return venues.save(engine_of(app), {"slug": slug, "name": slug.title(), "nas_identifier": None,
+                                        "nas_ip": None, "unifi_site": None, **names})
+
+
+def mikrotik_guest(app, mac, identity, phone):
+    """A guest arriving through a MikroTik hotspot whose identity is `identity`, who types phone
+    and calls: returns its browser."""
+    browser = app.test_client()
+    browser.environ_base.update(REMOTE_ADDR="203.0.113.5")
+    arrived = browser.post("/mikrotik", data={
+        "mac": mac, "ip": "10.5.50.10", "link-login-only": "http://10.5.50.1/login",
+        "link-orig": "", "chap-id": "", "chap-challenge": "", "identity": identity})
+    assert arrived.status_code == 303
+    started = browser.post("/", data={"phone": phone})
+    assert started.status_code == 303, started.get_data(as_text=True)
+    # Each call its own ts: the same phone and ts again would be a replay.
+    assert notify(browser, phone.lstrip("+"), ts=next(CALLS)).status_code == 200
+    settle(app)
+    return browser
+
+
+def session_of(app, mac):
+    with engine_of(app).connect() as conn:
+        return conn.execute(select(access_session).where(access_session.c.mac == mac)
+                            .order_by(access_session.c.id.desc())).first()
+
+
+def authorize(app, mac, **nas):
+    body = {name: {"type": "string", "value": [value]}
+            for name, value in {"User-Name": mac.upper(), "User-Password": "",
+                                "Calling-Station-Id": mac.upper(), **nas}.items()}
+    return app.test_client().post(f"/radius/{RADIUS_TOKEN}/authorize", json=body,
+                                  environ_base=FREERADIUS)
+
+
+def test_a_single_venue_install_has_the_main_venue_and_nothing_else(app):
+    assert venues.slugs(engine_of(app)) == {MAIN_VENUE: "main"}
+    assert not venues.is_chain(engine_of(app))
+    mikrotik_guest(app, "02:00:00:00:00:01", "", "+79161230001")
+    assert session_of(app, "02:00:00:00:00:01").venue_id == MAIN_VENUE
+    # Any router is the main venue's: its sessions are let in whatever the NAS says.
+    assert authorize(app, "02:00:00:00:00:01", **{"NAS-Identifier": "any-router"}).status_code \
+        == 200
+
+
+def test_a_guest_belongs_to_the_venue_its_router_names_and_only_that_router_lets_it_in(app):
+    arbat = add_venue(app, "arbat", nas_identifier="MT-Arbat")
+    tverskaya = add_venue(app, "tverskaya", nas_identifier="MT-Tver", nas_ip="192.0.2.20")
+    mikrotik_guest(app, "02:00:00:00:00:02", "MT-Arbat", "+79161230002")
+    session = session_of(app, "02:00:00:00:00:02")
+    assert session.venue_id == arbat
+    with engine_of(app).connect() as conn:
+        assert conn.execute(select(verification.c.venue_id)
+                            .where(verification.c.id == session.verification_id)).scalar() == arbat
+
+    mac = "02:00:00:00:00:02"
+    assert authorize(app, mac, **{"NAS-Identifier": "MT-Arbat"}).status_code == 200
+    refused = authorize(app, mac, **{"NAS-Identifier": "MT-Tver"})
+    assert refused.status_code == 401
+    assert "another venue" in refused.get_json()["reply:Reply-Message"]
+    # Without a NAS-Identifier the address names the router (our FreeRADIUS site fills it in).
+    assert authorize(app, mac, **{"NAS-IP-Address": "192.0.2.20"}).status_code == 401
+    # A router no venue names is the main venue's: not this session's either.
+    assert authorize(app, mac, **{"NAS-Identifier": "unknown"}).status_code == 401
+
+    # The device moves to Tverskaya and signs in there: one open session, the new venue's.
+    mikrotik_guest(app, mac, "MT-Tver", "+79161230002")
+    with engine_of(app).connect() as conn:
+        open_rows = conn.execute(select(access_session.c.venue_id).where(
+            access_session.c.mac == mac, access_session.c.ended_at.is_(None))).scalars().all()
+    assert open_rows == [tverskaya]
+    assert authorize(app, mac, **{"NAS-IP-Address": "192.0.2.20"}).status_code == 200
+    assert authorize(app, mac, **{"NAS-Identifier": "MT-Arbat"}).status_code == 401
+
+
+def test_a_unifi_site_names_its_venue(cfg):
+    from unifi_standin import StandInController
+
+    from portal import create_app
+
+    controller = StandInController().start()
+    cfg["gateway"]["firewall"] = "unifi"
+    cfg["unifi"].update(url=controller.url, username="callpass", password="unifi-password")
+    app = create_app(cfg)
+    try:
+        storage.upgrade(engine_of(app))
+        lobby = add_venue(app, "lobby", unifi_site="hotel-lobby")
+        browser = app.test_client()
+        browser.environ_base.update(REMOTE_ADDR="203.0.113.5")
+        browser.get("/guest/s/hotel-lobby/?id=02:00:00:00:00:20&url=http%3A%2F%2Fexample.com%2F")
+        assert browser.post("/", data={"phone": "+79161230020"}).status_code == 303
+        notify(browser, "79161230020")
+        settle(app)
+        assert session_of(app, "02:00:00:00:00:20").venue_id == lobby
+    finally:
+        controller.stop()
+        app.extensions["callpass"].firewall_worker.stop()
+        engine_of(app).dispose()
+
+
+def test_a_venue_has_its_own_name_and_session_rules_over_the_chains(app, admin):
+    add_venue(app, "arbat", nas_identifier="MT-Arbat")
+    page = admin.get("/admin/settings?venue=arbat")
+    assert page.status_code == 200 and 'id="venue-settings"' in page.get_data(as_text=True)
+    assert "provider.login" not in page.get_data(as_text=True)  # the chain's, not the venue's
+    form = settings_form(app, **{"venue.name.en": "Cafe Arbat", "portal.session_minutes": "45"})
+    saved = admin.post("/admin/settings?venue=arbat", form)
+    assert saved.status_code == 303 and "venue=arbat" in saved.headers["Location"]
+
+    arbat = mikrotik_guest(app, "02:00:00:00:00:03", "MT-Arbat", "+79161230003")
+    elsewhere = mikrotik_guest(app, "02:00:00:00:00:04", "", "+79161230004")
+    assert "Cafe Arbat" in arbat.get("/").get_data(as_text=True)
+    assert "Cafe Arbat" not in elsewhere.get("/").get_data(as_text=True)
+    minutes = {mac: (row.ends_at - row.started_at).total_seconds() / 60
+               for mac in ("02:00:00:00:00:03", "02:00:00:00:00:04")
+               for row in [session_of(app, mac)]}
+    chain = app.extensions["callpass"].config["portal"]["session_minutes"]
+    assert minutes == {"02:00:00:00:00:03": 45, "02:00:00:00:00:04": chain} and chain != 45
+
+
+def venue_admin(app, name, venue_slug):
+    auth.add_admin(engine_of(app), name, ADMIN_PASSWORD,
+                   venues.by_slug(engine_of(app), venue_slug).id)
+    client = app.test_client()
+    assert sign_in(client, name).status_code == 303
+    return Admin(client)
+
+
+def test_an_admin_of_one_venue_sees_that_venue_and_nothing_of_another(app, admin, tmp_path):
+    add_venue(app, "arbat", nas_identifier="MT-Arbat")
+    add_venue(app, "tverskaya", nas_identifier="MT-Tver")
+    mikrotik_guest(app, "02:00:00:00:00:05", "MT-Arbat", "+79161230005")
+    mikrotik_guest(app, "02:00:00:00:00:06", "MT-Tver", "+79161230006")
+    anna = venue_admin(app, "anna", "arbat")
+
+    listing = anna.get("/admin/sessions").get_data(as_text=True)
+    assert "02:00:00:00:00:05" in listing and "02:00:00:00:00:06" not in listing
+    other = session_of(app, "02:00:00:00:00:06")
+    assert anna.get(f"/admin/sessions/{other.id}/end").status_code == 404
+    assert anna.post(f"/admin/sessions/{other.id}/end", page="/admin/sessions").status_code == 404
+    assert anna.post(f"/admin/sessions/{other.id}/extend", {"minutes": "60"},
+                     page="/admin/sessions").status_code == 404
+    assert session_of(app, "02:00:00:00:00:06").ended_at is None
+
+    log = anna.get("/admin/log").get_data(as_text=True)
+    assert "02:00:00:00:00:05" in log and "02:00:00:00:00:06" not in log
+    rows = exported(anna)
+    assert [row[1] for row in rows[1:]] == ["02:00:00:00:00:05"] and len(rows[0]) == 10
+    dashboard = anna.get("/admin/").get_data(as_text=True)
+    assert 'id="handler-url"' not in dashboard  # the provider's secret is the chain's
+
+    # Her settings page is her venue's, whatever venue the address asks for.
+    own = anna.get("/admin/settings?venue=tverskaya").get_data(as_text=True)
+    assert "settings of the venue arbat" in own and "provider.login" not in own
+
+    for page in ("/admin/venues", "/admin/venues/new", "/admin/blocked"):
+        assert anna.get(page).status_code == 403, page
+    assert anna.post("/admin/venues/new", {"slug": "mine", "name": "Mine"},
+                     page="/admin/sessions").status_code == 403
+    assert anna.post("/admin/blocked", {"target": "+79161230006", "reason": "x"},
+                     page="/admin/sessions").status_code == 403
+    assert len(venues.slugs(engine_of(app))) == 3
+
+    # Her admins page lists her venue's admins; an admin she adds is of her venue.
+    admins = anna.get("/admin/admins").get_data(as_text=True)
+    assert "anna" in admins and "boss" not in admins
+    added = anna.post("/admin/admins/add", {"name": "pyotr", "password": ADMIN_PASSWORD,
+                                            "repeated": ADMIN_PASSWORD, "venue": "tverskaya"},
+                       page="/admin/admins")
+    assert added.status_code == 303
+    by_name = {row.name: row.venue_id for row in auth.list_admins(engine_of(app))}
+    assert by_name["pyotr"] == by_name["anna"] == venues.by_slug(engine_of(app), "arbat").id
+    assert anna.post("/admin/admins/boss/remove", page="/admin/admins").status_code == 404
+
+    # The audit log: her venue's admins' entries, not the chain admin's.
+    admin.get("/admin/log.csv")
+    audit_page = anna.get("/admin/audit").get_data(as_text=True)
+    assert "pyotr" in audit_page and "boss" not in audit_page
+
+    # The chain admin sees both venues, and the export names each row's venue.
+    rows = exported(admin)
+    assert rows[0][-1] == "Venue" and len(rows[0]) == 11
+    assert {(row[1], row[-1]) for row in rows[1:]} == {("02:00:00:00:00:05", "arbat"),
+                                                       ("02:00:00:00:00:06", "tverskaya")}
+
+
+def exported(admin_browser):
+    answer = admin_browser.get("/admin/log.csv")
+    assert answer.status_code == 200
+    return list(csv.reader(io.StringIO(answer.get_data().decode("utf-8-sig"))))
+
+
+def test_the_venue_list_counts_who_is_online_and_venues_are_added_and_checked(app, admin):
+    arbat = add_venue(app, "arbat", nas_identifier="MT-Arbat")
+    mikrotik_guest(app, "02:00:00:00:00:07", "MT-Arbat", "+79161230007")
+    page = admin.get("/admin/venues").get_data(as_text=True)
+    row = page.split('id="venue-arbat"', 1)[1].split("</tr>", 1)[0]
+    assert '<td data-label="Online now" class="online">1</td>' in row
+
+    added = admin.post("/admin/venues/new", {"slug": "lobby", "name": "Hotel lobby",
+                                             "unifi_site": "lobby", "nas_ip": " 192.0.2.30 "},
+                       page="/admin/venues/new")
+    assert added.status_code == 303
+    lobby = venues.by_slug(engine_of(app), "lobby")
+    assert (lobby.name, lobby.unifi_site, lobby.nas_ip, lobby.nas_identifier) == \
+        ("Hotel lobby", "lobby", "192.0.2.30", None)
+
+    before = venues.slugs(engine_of(app))
+    for form, field in (({"slug": "arbat", "name": "Again"}, "slug"),
+                        ({"slug": "new-one", "name": "X", "nas_identifier": "MT-Arbat"},
+                         "nas_identifier"),
+                        ({"slug": "Bad Slug", "name": "X"}, "slug"),
+                        ({"slug": "ok", "name": ""}, "name"),
+                        ({"slug": "ok", "name": "X", "nas_ip": "192.0.2"}, "nas_ip"),
+                        ({"slug": "ok", "name": "X", "unifi_site": "a b"}, "unifi_site")):
+        refused = admin.post("/admin/venues/new", form, page="/admin/venues/new")
+        assert refused.status_code == 400, form
+        assert f'id="{field}-error"' in refused.get_data(as_text=True), form
+    assert venues.slugs(engine_of(app)) == before
+
+    changed = admin.post(f"/admin/venues/{arbat}", {"slug": "arbat", "name": "Arbat street",
+                                                    "nas_identifier": "MT-Arbat-2"},
+                         page=f"/admin/venues/{arbat}")
+    assert changed.status_code == 303
+    assert venues.by_id(engine_of(app), arbat).nas_identifier == "MT-Arbat-2"
+    assert admin.get("/admin/venues/9999").status_code == 404
+    with engine_of(app).connect() as conn:
+        actions = conn.execute(select(audit.c.action)).scalars().all()
+    assert actions.count("venue-add") == 1 and actions.count("venue-change") == 1
+
+
+def test_admin_add_on_the_command_line_takes_a_venue(app, tmp_path):
+    add_venue(app, "arbat")
+    config = command_config(tmp_path, app)
+
+    def admin_add(*args):
+        return subprocess.run([sys.executable, "-m", "portal", "admin", "add", *args,
+                               "--config", config], input=ADMIN_PASSWORD + "\n", text=True,
+                              capture_output=True, timeout=30)
+
+    assert admin_add("anna", "--venue", "arbat").returncode == 0
+    refused = admin_add("olga", "--venue", "nowhere")
+    assert refused.returncode == 1 and "no venue 'nowhere'" in refused.stderr
+    by_name = {row.name: row.venue_id for row in auth.list_admins(engine_of(app))}
+    assert by_name == {"anna": venues.by_slug(engine_of(app), "arbat").id}
