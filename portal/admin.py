@@ -541,11 +541,10 @@ def settings_page():
     effective = settings.load(svc, venue_id)
     if request.method == "GET":
         return render_settings(effective, {})
-    changes, errors = settings.parse_form(request.form, effective)
-    if venue_id != MAIN_VENUE:  # a venue's own: the provider and the garden are the chain's
-        changes = {key: value for key, value in changes.items() if key in settings.VENUE_KEYS}
-        errors = {key: value for key, value in errors.items()
-                  if key in settings.VENUE_KEYS or key == "logo"}
+    # A venue's own form: the provider and the garden are the chain's.
+    changes, errors = settings.parse_form(
+        request.form, effective,
+        settings.EDITABLE if venue_id == MAIN_VENUE else settings.VENUE_KEYS)
     upload = request.files.get("logo")
     logo_data = logo_type = None
     if upload is not None and upload.filename:

@@ -535,10 +535,11 @@ def check_all(config, *, needs_credentials=True):
     return errors
 
 
-def parse_form(form, effective):
+def parse_form(form, effective, keys=EDITABLE):
     """({key: new value} for the keys that change, {key: Invalid}) from the settings form.
 
-    effective is the current merged settings (settings.load); form a MultiDict.
+    effective is the current merged settings (settings.load); form a MultiDict; keys the keys
+    the form has (a venue's form has VENUE_KEYS only: the others keep their effective values).
     """
     def get(key):
         section, _, name = key.partition(".")
@@ -546,6 +547,9 @@ def parse_form(form, effective):
 
     values, errors = {}, {}
     for key, rule in RULES.items():
+        if key not in keys:
+            values[key] = get(key)
+            continue
         try:
             if key in PER_LANGUAGE:
                 values[key], wrong = rule.read(form, key, get(key), get("venue.default_language"))

@@ -108,3 +108,34 @@ def test_admin_logs_on_a_desktop(app, live_portal, browser):
         screenshot(page, "admin-audit-desktop")
     finally:
         context.close()
+
+
+def test_a_chain_admin_adds_a_venue_and_gives_it_its_own_name_on_a_phone(app, live_portal,
+                                                                         phone_page):
+    auth.add_admin(app.extensions["callpass"].engine, ADMIN_NAME, ADMIN_PASSWORD)
+    base, page = live_portal.url, phone_page
+    sign_in(page, base)
+    page.click('nav a:has-text("Venues")')
+    assert page.locator("#venue-main .online").inner_text() == "0"
+    page.click("#add-venue")
+    page.fill('[name="slug"]', "Cafe Arbat")
+    page.fill('[name="name"]', "Cafe on Arbat")
+    page.fill('[name="nas_identifier"]', "MT-Arbat")
+    page.click('button:has-text("Save")')
+    assert page.locator("#slug-error").is_visible()  # nothing saved: lowercase and dashes only
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "admin-venue-errors-phone")
+    page.fill('[name="slug"]', "cafe-arbat")
+    page.click('button:has-text("Save")')
+    assert "Venue cafe-arbat saved." in page.locator(".flash.ok").inner_text()
+    page.click("#venue-settings-link")
+    assert "settings of the venue cafe-arbat" in page.locator("#venue-settings").inner_text()
+    assert page.locator('[name="provider.login"]').count() == 0  # the chain's, not the venue's
+    page.fill('[name="venue.name.en"]', "Arbat Wi-Fi")
+    page.click('button:has-text("Save")')
+    assert "Saved." in page.locator(".flash.ok").inner_text()
+    assert page.locator('[name="venue.name.en"]').input_value() == "Arbat Wi-Fi"
+    page.click('nav a:has-text("Venues")')
+    assert "MT-Arbat" in page.locator("#venue-cafe-arbat").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "admin-venues-phone")
