@@ -541,10 +541,7 @@ def settings_page():
     effective = settings.load(svc, venue_id)
     if request.method == "GET":
         return render_settings(effective, {})
-    # A venue's own form: the provider and the garden are the chain's.
-    changes, errors = settings.parse_form(
-        request.form, effective,
-        settings.EDITABLE if venue_id == MAIN_VENUE else settings.VENUE_KEYS)
+    changes, errors = settings.parse_form(request.form, effective, editable_keys(venue_id))
     upload = request.files.get("logo")
     logo_data = logo_type = None
     if upload is not None and upload.filename:
@@ -579,6 +576,14 @@ def settings_page():
         flash(_("Nothing was changed."), "ok")
     return redirect(url_for("admin.settings_page", venue=request.args.get("venue") or None),
                     code=303)
+
+
+def editable_keys(venue_id):
+    """The keys on the settings form: all of the chain's; a venue's own for its admin, and its
+    provider account too for a chain admin (the handler URL's secret stays with chain admins)."""
+    if g.admin_venue is not None:
+        return settings.VENUE_KEYS
+    return settings.EDITABLE if venue_id == MAIN_VENUE else settings.VENUE_CHAIN_KEYS
 
 
 def render_settings(effective, errors):
@@ -1004,7 +1009,7 @@ def add_admin():
     typed_venue = request.form.get("venue", "").strip()
     if problem is None and venue_id is None and typed_venue:
         chosen = venues.by_slug(svc.engine, typed_venue)
-        if chosen is None:
+        if chosen is None or chosen.id == MAIN_VENUE:  # the main venue's admins are the chain's
             problem = "venue", _("There is no venue %(slug)s.", slug=typed_venue[:40])
         else:
             venue_id = chosen.id

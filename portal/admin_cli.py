@@ -51,8 +51,9 @@ def add(name, venue_slug, config_path):
     venue_id = None
     if venue_slug:
         row = venues.by_slug(engine, venue_slug)
-        if row is None:
-            click.echo(f"callpass: there is no venue {venue_slug!r} (see /admin/venues)", err=True)
+        if row is None or row.id == venues.MAIN_VENUE:
+            click.echo(f"callpass: there is no venue {venue_slug!r} (see /admin/venues; the "
+                       "main venue's admins are the chain's: leave out --venue)", err=True)
             sys.exit(1)
         venue_id = row.id
     change(engine, lambda: auth.add_admin(engine, auth.check_name(name), read_password(name),

@@ -81,7 +81,7 @@ def save(svc, changes, admin, venue_id=MAIN_VENUE):
     now = utcnow()
     with storage.begin(svc.engine) as conn:
         for key, value in changes.items():
-            if key not in (EDITABLE if venue_id == MAIN_VENUE else VENUE_KEYS):
+            if key not in (EDITABLE if venue_id == MAIN_VENUE else VENUE_CHAIN_KEYS):
                 raise KeyError(key)
             if venue_id == MAIN_VENUE:
                 conn.execute(setting.delete().where(setting.c.key == key))
@@ -433,9 +433,11 @@ RULES = {
     "gateway.garden": Garden(),
 }
 EDITABLE = tuple(RULES)  # the keys an admin may change on the settings page
-# The keys a venue of a chain may set for itself; the provider account and the walled garden
-# (of callpass's own gateway) are the chain's.
+# The keys a venue of a chain may set for itself: its admins the venue's texts and session rules,
+# a chain admin also a provider account of the venue's own. The walled garden (of callpass's own
+# gateway) is the chain's.
 VENUE_KEYS = tuple(key for key in RULES if key.split(".")[0] in ("venue", "portal"))
+VENUE_CHAIN_KEYS = VENUE_KEYS + tuple(key for key in RULES if key.startswith("provider."))
 SECRETS = tuple(key for key, rule in RULES.items() if isinstance(rule, Secret))
 PER_LANGUAGE = tuple(key for key, rule in RULES.items() if isinstance(rule, Texts))
 

@@ -130,7 +130,7 @@ def test_a_chain_admin_adds_a_venue_and_gives_it_its_own_name_on_a_phone(app, li
     assert "Venue cafe-arbat saved." in page.locator(".flash.ok").inner_text()
     page.click("#venue-settings-link")
     assert "settings of the venue cafe-arbat" in page.locator("#venue-settings").inner_text()
-    assert page.locator('[name="provider.login"]').count() == 0  # the chain's, not the venue's
+    assert page.locator('[name="gateway.garden"]').count() == 0  # the chain's, not the venue's
     page.fill('[name="venue.name.en"]', "Arbat Wi-Fi")
     page.click('button:has-text("Save")')
     assert "Saved." in page.locator(".flash.ok").inner_text()

@@ -148,12 +148,12 @@ def test_a_venue_has_its_own_name_and_session_rules_over_the_chains(app, admin):
     add_venue(app, "arbat", nas_identifier="MT-Arbat")
     page = admin.get("/admin/settings?venue=arbat")
     assert page.status_code == 200 and 'id="venue-settings"' in page.get_data(as_text=True)
-    assert "provider.login" not in page.get_data(as_text=True)  # the chain's, not the venue's
+    assert "gateway.garden" not in page.get_data(as_text=True)  # the chain's, not the venue's
     form = settings_form(app, **{"venue.name.en": "Cafe Arbat", "portal.session_minutes": "45"})
-    # As the page has it: the venue's keys only (venue.name.en is venue.name's English field).
+    # As the page has it: a venue's keys only (venue.name.en is venue.name's English field).
     form = {key: value for key, value in form.items()
-            if key in settings.VENUE_KEYS or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
-    assert "provider.base_url" not in form and "gateway.garden" not in form
+            if key in settings.VENUE_CHAIN_KEYS or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
+    assert "gateway.garden" not in form
     saved = admin.post("/admin/settings?venue=arbat", form)
     assert saved.status_code == 303 and "venue=arbat" in saved.headers["Location"]
 
@@ -293,3 +293,50 @@ def test_admin_add_on_the_command_line_takes_a_venue(app, tmp_path):
     assert refused.returncode == 1 and "no venue 'nowhere'" in refused.stderr
     by_name = {row.name: row.venue_id for row in auth.list_admins(engine_of(app))}
     assert by_name == {"anna": venues.by_slug(engine_of(app), "arbat").id}
+
+
+def test_a_chain_admin_gives_a_venue_a_provider_account_of_its_own(app, admin, simulator):
+    from portal.simulator import SimulatorServer
+
+    own = SimulatorServer(callback_url="http://127.0.0.1:9/", secret="x", login="arbat",
+                          password="arbat-password").start()
+    try:
+        add_venue(app, "arbat", nas_identifier="MT-Arbat")
+        page = admin.get("/admin/settings?venue=arbat").get_data(as_text=True)
+        assert 'id="venue-provider"' in page and "gateway.garden" not in page
+        form = {key: value for key, value in settings_form(app).items()
+                if key in settings.VENUE_CHAIN_KEYS
+                or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
+        form.update({"provider.base_url": own.url, "provider.login": "arbat",
+                     "provider.password": "arbat-password"})
+        assert admin.post("/admin/settings?venue=arbat", form).status_code == 303
+
+        chain_asked = simulator.state.request_count()
+        mikrotik_guest(app, "02:00:00:00:00:08", "MT-Arbat", "+79161230008")
+        assert own.state.request_count() == 1 and simulator.state.request_count() == chain_asked
+        mikrotik_guest(app, "02:00:00:00:00:09", "", "+79161230009")  # the main venue's
+        assert own.state.request_count() == 1 and simulator.state.request_count() > chain_asked
+        assert settings.load(app.extensions["callpass"])["provider"]["login"] == "venue"
+
+        # A venue's admin sees neither the provider account nor can set one.
+        anna = venue_admin(app, "anna", "arbat")
+        page = anna.get("/admin/settings").get_data(as_text=True)
+        assert "provider.login" not in page
+        form["provider.login"] = "hijack"
+        assert anna.post("/admin/settings", form).status_code == 303
+        assert settings.load(app.extensions["callpass"], venues.by_slug(
+            engine_of(app), "arbat").id)["provider"]["login"] == "arbat"
+    finally:
+        own.stop()
+
+
+def test_the_main_venue_has_no_admins_of_its_own(app, admin, tmp_path):
+    refused = admin.post("/admin/admins/add", {"name": "olga", "password": ADMIN_PASSWORD,
+                                               "repeated": ADMIN_PASSWORD, "venue": "main"},
+                         page="/admin/admins")
+    assert refused.status_code == 400 and 'id="venue-error"' in refused.get_data(as_text=True)
+    result = subprocess.run([sys.executable, "-m", "portal", "admin", "add", "olga", "--venue",
+                             "main", "--config", command_config(tmp_path, app)],
+                            input=ADMIN_PASSWORD + "\n", text=True, capture_output=True, timeout=30)
+    assert result.returncode == 1 and "main venue" in result.stderr
+    assert [row.name for row in auth.list_admins(engine_of(app))] == ["boss"]
