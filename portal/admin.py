@@ -2,13 +2,14 @@
 
 Every /admin request passes one gate (`guard`): the socket's address must be in [admin] allow_from,
 the browser must be signed in (except on the login page), and a POST must carry the CSRF token.
-
-An admin of the whole chain (admin_user.venue_id NULL, every admin of a single-venue install)
-sees every venue, edits the chain's settings and the venues. An admin of one venue sees that
-venue only: its sessions, its slice of the log, its settings over the chain's, its admins and
-their audit entries; the provider account, the block list and the venues are the chain's.
 CSRF is checked here only: guest forms and the provider's callback live outside /admin and are
 never asked for a token.
+
+An admin of the whole chain (admin_user.venue_id NULL, every admin of a single-venue install)
+sees every venue, edits the chain's settings and the venues (and a venue's own settings). An
+admin of one venue sees that venue only: its sessions, its slice of the log, its settings over
+the chain's, its admins and their audit entries; the provider account, the block list and the
+venues are for chain admins.
 """
 
 import ipaddress
