@@ -14,6 +14,7 @@ import click
 from . import config as config_module
 from . import auth, create_app, firewall_sync, idlog, sessions, settings, storage, verification
 from .admin_cli import admin_group
+from .venue_cli import venue_group
 from .command import CONFIG_OPTION, fail, load_config, open_app, read_config
 from .firewall import FirewallError, NoopFirewall
 
@@ -248,6 +249,7 @@ def simulator(host, port, callback_url, secret, login, password, apikey):
 
 
 main.add_command(admin_group)
+main.add_command(venue_group)
 
 
 # What one request may send, refused by waitress before callpass sees it (413 / 431). The

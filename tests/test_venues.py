@@ -279,6 +279,34 @@ def test_the_venue_list_counts_who_is_online_and_venues_are_added_and_checked(ap
     assert actions.count("venue-add") == 1 and actions.count("venue-change") == 1
 
 
+def test_venues_are_added_changed_and_listed_on_the_command_line(app, tmp_path):
+    config = command_config(tmp_path, app)
+
+    def venue(*args):
+        return subprocess.run([sys.executable, "-m", "portal", "venue", *args, "--config", config],
+                              text=True, capture_output=True, timeout=30)
+
+    added = venue("add", "arbat", "--name", "Cafe Arbat", "--identity", "MT-Arbat")
+    assert added.returncode == 0, added.stderr
+    for args, words in ((("add", "arbat"), "slug: The venue “arbat” has this already."),
+                        (("add", "Bad Slug"), "slug: Use 1 to 40"),
+                        (("add", "tver", "--identity", "MT-Arbat"), "nas_identifier: The venue"),
+                        (("add", "tver", "--address", "192.0.2"), "nas_ip: Enter an IP address"),
+                        (("set", "nowhere", "--name", "X"), "there is no venue 'nowhere'")):
+        refused = venue(*args)
+        assert refused.returncode == 1 and words in refused.stderr, (args, refused.stderr)
+    assert venue("set", "arbat", "--address", "192.0.2.40", "--identity", "").returncode == 0
+    row = venues.by_slug(engine_of(app), "arbat")
+    assert (row.name, row.nas_identifier, row.nas_ip) == ("Cafe Arbat", None, "192.0.2.40")
+    listed = venue("list").stdout.splitlines()
+    assert listed[0].startswith("main\t") and "arbat\tCafe Arbat\taddress=192.0.2.40" in listed[1]
+    assert sorted(venues.slugs(engine_of(app)).values()) == ["arbat", "main"]
+    with engine_of(app).connect() as conn:
+        actions = conn.execute(select(audit.c.action, audit.c.admin)).all()
+    assert [action for action, _who in actions] == ["venue-add", "venue-change"]
+    assert all(who.startswith("shell") for _action, who in actions)
+
+
 def test_admin_add_on_the_command_line_takes_a_venue(app, tmp_path):
     add_venue(app, "arbat")
     config = command_config(tmp_path, app)

@@ -1,0 +1,86 @@
+"""`callpass venue add|set|list`: a chain's venues from a shell (a script can add a thousand of
+them); the same checks and audit entries as the venue pages under /admin/venues."""
+
+import sys
+
+import click
+
+from . import audit, venues
+from .admin_cli import actor
+from .command import CONFIG_OPTION, open_database
+
+ROUTER_OPTIONS = (
+    click.option("--name", help="The venue's name for admins."),
+    click.option("--identity", "nas_identifier",
+                 help="Its router's identity: a MikroTik's /system identity, or NAS-Identifier."),
+    click.option("--address", "nas_ip",
+                 help="Its RADIUS router's address, for a router that sends no NAS-Identifier."),
+    click.option("--unifi-site", "unifi_site", help="Its UniFi controller site."),
+)
+
+
+def router_options(command):
+    for option in reversed(ROUTER_OPTIONS):
+        command = option(command)
+    return command
+
+
+def save(engine, typed, venue_id, action):
+    """Check and store the venue; print the problems and exit 1 when it cannot be."""
+    try:
+        values = venues.read_form(typed, is_main=venue_id == venues.MAIN_VENUE)
+        venues.save(engine, values, venue_id)
+    except venues.Invalid as exc:
+        for field, (msgid, params) in exc.errors.items():
+            click.echo(f"callpass: {field}: {msgid % params if params else msgid}", err=True)
+        sys.exit(1)
+    audit.record(engine, actor(), "local", action,
+                 {"venue": values["slug"], **{key: value for key, value in values.items() if value}})
+    return values
+
+
+@click.group("venue")
+def venue_group():
+    """The venues of a chain (what guests arrive through)."""
+
+
+@venue_group.command("add")
+@click.argument("slug")
+@router_options
+@CONFIG_OPTION
+def add(slug, config_path, **names):
+    """Add venue SLUG (lowercase letters, digits, dashes)."""
+    engine = open_database(config_path)
+    typed = {"slug": slug, **{key: value or "" for key, value in names.items()}}
+    typed["name"] = typed["name"] or slug
+    save(engine, typed, None, audit.VENUE_ADD)
+    click.echo(f"venue {slug} added")
+
+
+@venue_group.command("set")
+@click.argument("slug")
+@router_options
+@CONFIG_OPTION
+def change(slug, config_path, **names):
+    """Change venue SLUG: the options given replace its values ("" clears one)."""
+    engine = open_database(config_path)
+    row = venues.by_slug(engine, slug)
+    if row is None:
+        click.echo(f"callpass: there is no venue {slug!r}", err=True)
+        sys.exit(1)
+    typed = {field: getattr(row, field) or "" for field in venues.FIELDS}
+    typed.update({key: value for key, value in names.items() if value is not None})
+    save(engine, typed, row.id, audit.VENUE_CHANGE)
+    click.echo(f"venue {slug} changed")
+
+
+@venue_group.command("list")
+@CONFIG_OPTION
+def list_venues(config_path):
+    """List the venues with their router names and guests online now."""
+    engine = open_database(config_path)
+    for row, online, _last_day in venues.listing(engine):
+        names = " ".join(f"{label}={value}" for label, value in (
+            ("identity", row.nas_identifier), ("address", row.nas_ip),
+            ("unifi-site", row.unifi_site)) if value)
+        click.echo(f"{row.slug}\t{row.name or '-'}\t{names or '-'}\tonline {online}")
