@@ -157,7 +157,9 @@ def accounting(token):
     kind = attribute(body, "Acct-Status-Type")
     mac = device_mac(body)
     if kind in ("Start", "Interim-Update", "Stop", "1", "2", "3") and mac is not None:
-        if not record_accounting(services().engine, mac, body, stopped=kind in ("Stop", "2")):
+        engine = services().engine
+        if not record_accounting(engine, mac, body, stopped=kind in ("Stop", "2"),
+                                 venue_id=nas_venue(engine, body)):
             log.info("radius: accounting for %s, which has no session here", mac)
     return "", 204
 
@@ -169,12 +171,15 @@ def octets(body, name):
     return high * 2**32 + low
 
 
-def record_accounting(engine, mac, body, stopped):
-    """Put what the router reported on mac's newest session (one row per router session).
-    False when mac never had a session."""
+def record_accounting(engine, mac, body, stopped, venue_id=venues.MAIN_VENUE):
+    """Put what the router reported on mac's newest session at the router's venue (one row per
+    router session: a device that moved on to another venue keeps its volume where it was
+    used). False when mac never had a session there."""
     with storage.begin(engine) as conn:
         now = utcnow()
-        session = conn.execute(select(access_session.c.id).where(access_session.c.mac == mac)
+        session = conn.execute(select(access_session.c.id)
+                               .where(access_session.c.mac == mac,
+                                      access_session.c.venue_id == venue_id)
                                .order_by(access_session.c.id.desc()).limit(1)).first()
         if session is None:
             return False

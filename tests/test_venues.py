@@ -118,6 +118,22 @@ def test_a_guest_belongs_to_the_venue_its_router_names_and_only_that_router_lets
     assert authorize(app, mac, **{"NAS-IP-Address": "192.0.2.20"}).status_code == 200
     assert authorize(app, mac, **{"NAS-Identifier": "MT-Arbat"}).status_code == 401
 
+    # What each router reports lands on the session at its own venue (the volume the law asks
+    # for stays where it was used), even after the device moved on.
+    for identity, octets in (("MT-Arbat", 1000), ("MT-Tver", 2000)):
+        body = {name: {"type": "string", "value": [value]} for name, value in {
+            "Acct-Status-Type": "Stop", "User-Name": mac.upper(),
+            "Calling-Station-Id": mac.upper(), "NAS-Identifier": identity,
+            "Acct-Session-Id": f"s-{identity}", "Acct-Input-Octets": str(octets)}.items()}
+        assert app.test_client().post(f"/radius/{RADIUS_TOKEN}/accounting", json=body,
+                                      environ_base=FREERADIUS).status_code == 204
+    with engine_of(app).connect() as conn:
+        volume = dict(conn.execute(
+            select(access_session.c.venue_id, storage.nas_session.c.bytes_in)
+            .join(storage.nas_session,
+                  storage.nas_session.c.access_session_id == access_session.c.id)).all())
+    assert volume == {arbat: 1000, tverskaya: 2000}
+
 
 def test_a_unifi_site_names_its_venue(cfg):
     from unifi_standin import StandInController
