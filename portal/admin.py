@@ -949,8 +949,7 @@ def save_venue(venue_id=None):
         saved_id = venues.save(svc.engine, values, venue_id)
     except venues.Invalid as exc:
         return render_venue(venue_id, typed, exc.errors, 400)
-    note(audit.VENUE_ADD if venue_id is None else audit.VENUE_CHANGE,
-         {"venue": values["slug"], **{key: value for key, value in values.items() if value}})
+    note(audit.VENUE_ADD if venue_id is None else audit.VENUE_CHANGE, venues.filled(values))
     flash(_("Venue %(slug)s saved.", slug=values["slug"]), "ok")
     return redirect(url_for("admin.venue_page", venue_id=saved_id), code=303)
 
@@ -984,12 +983,18 @@ def visible_admins(engine):
     return [row for row in rows if row.venue_id == g.admin_venue]
 
 
+def sole_chain_admin(engine):
+    """The name of the only admin of the whole chain (who cannot be removed), else None."""
+    chain_admins = [row.name for row in auth.list_admins(engine) if row.venue_id is None]
+    return chain_admins[0] if len(chain_admins) == 1 else None
+
+
 def render_admins(errors=None, typed_name="", status=200):
     engine = services().engine
     slugs = venues.slugs(engine) if g.admin_venue is None else {}
     return render_template("admin/admins.html", rows=visible_admins(engine), errors=errors or {},
-                           typed_name=typed_name, venue_slugs=slugs,
-                           is_chain=len(slugs) > 1), status
+                           typed_name=typed_name, venue_slugs=slugs, is_chain=len(slugs) > 1,
+                           sole_admin=sole_chain_admin(engine)), status
 
 
 @bp.get("/admins")
@@ -1031,8 +1036,7 @@ def remove_admin(name):
     svc = services()
     if name not in [row.name for row in visible_admins(svc.engine)]:
         abort(404)
-    chain_admins = [row.name for row in auth.list_admins(svc.engine) if row.venue_id is None]
-    if chain_admins == [name]:
+    if name == sole_chain_admin(svc.engine):
         flash(_("The last admin cannot be removed: add another admin first."), "error")
         return redirect(url_for("admin.admins_page"), code=303)
     auth.remove_admin(svc.engine, name)

@@ -96,5 +96,7 @@ def list_admins(config_path):
     rows = auth.list_admins(engine)
     if not rows:
         click.echo("no admins yet; create one with: callpass admin add NAME --config FILE")
+    slugs = venues.slugs(engine)
     for row in rows:
-        click.echo(f"{row.name}\tcreated {row.created_at:%Y-%m-%d %H:%M} UTC")
+        of_venue = f"\tvenue {slugs.get(row.venue_id, '?')}" if row.venue_id else ""
+        click.echo(f"{row.name}\tcreated {row.created_at:%Y-%m-%d %H:%M} UTC{of_venue}")

@@ -171,7 +171,7 @@ def octets(body, name):
     return high * 2**32 + low
 
 
-def record_accounting(engine, mac, body, stopped, venue_id=venues.MAIN_VENUE):
+def record_accounting(engine, mac, body, stopped, venue_id):
     """Put what the router reported on mac's newest session at the router's venue (one row per
     router session: a device that moved on to another venue keeps its volume where it was
     used). False when mac never had a session there."""

@@ -8,6 +8,7 @@ change is a new revision there; tests/test_storage.py checks the revisions make 
 """
 
 import functools
+import logging
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -31,6 +32,10 @@ JOB_LOCKS = {                     # one node at a time runs each background job 
 }
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+log = logging.getLogger(__name__)
+# Alembic says "Context impl …" at INFO on every command; upgrade() says what it changed instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class UTCDateTime(TypeDecorator):
@@ -324,6 +329,8 @@ def upgrade(engine):
             raise RuntimeError(f"database schema {current} is newer than this callpass "
                                f"({script.get_current_head()}); upgrade callpass")
         if current != script.get_current_head():
+            log.info("upgrading the database schema from %s to %s", current or "none",
+                     script.get_current_head())
             settings = AlembicConfig()
             settings.set_main_option("script_location", str(MIGRATIONS))
             settings.attributes["connection"] = conn

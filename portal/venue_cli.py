@@ -25,6 +25,11 @@ def router_options(command):
     return command
 
 
+# How the problems name the fields: as the options that set them.
+OPTION_OF = {"slug": "SLUG", "name": "--name", "nas_identifier": "--identity",
+             "nas_ip": "--address", "unifi_site": "--unifi-site"}
+
+
 def save(engine, typed, venue_id, action):
     """Check and store the venue; print the problems and exit 1 when it cannot be."""
     try:
@@ -32,10 +37,10 @@ def save(engine, typed, venue_id, action):
         venues.save(engine, values, venue_id)
     except venues.Invalid as exc:
         for field, (msgid, params) in exc.errors.items():
-            click.echo(f"callpass: {field}: {msgid % params if params else msgid}", err=True)
+            click.echo(f"callpass: {OPTION_OF[field]}: {msgid % params if params else msgid}",
+                       err=True)
         sys.exit(1)
-    audit.record(engine, actor(), "local", action,
-                 {"venue": values["slug"], **{key: value for key, value in values.items() if value}})
+    audit.record(engine, actor(), "local", action, venues.filled(values))
     return values
 
 

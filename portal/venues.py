@@ -147,6 +147,11 @@ def read_form(form, *, is_main=False):
     return values
 
 
+def filled(values):
+    """The venue fields that have a value (what the audit log keeps of a change)."""
+    return {key: value for key, value in values.items() if value}
+
+
 def _has_control(text):
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
 

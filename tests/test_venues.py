@@ -237,6 +237,11 @@ def test_an_admin_of_one_venue_sees_that_venue_and_nothing_of_another(app, admin
     by_name = {row.name: row.venue_id for row in auth.list_admins(engine_of(app))}
     assert by_name["pyotr"] == by_name["anna"] == venues.by_slug(engine_of(app), "arbat").id
     assert anna.post("/admin/admins/boss/remove", page="/admin/admins").status_code == 404
+    # The only chain admin is the one who cannot be removed, venue admins beside it or not.
+    boss_page = admin.get("/admin/admins").get_data(as_text=True)
+    assert boss_page.count("The last admin cannot be removed.") == 1
+    assert "The last admin cannot be removed." not in anna.get("/admin/admins").get_data(
+        as_text=True)
 
     # The audit log: her venue's admins' entries, not the chain admin's.
     admin.get("/admin/log.csv")
@@ -304,10 +309,10 @@ def test_venues_are_added_changed_and_listed_on_the_command_line(app, tmp_path):
 
     added = venue("add", "arbat", "--name", "Cafe Arbat", "--identity", "MT-Arbat")
     assert added.returncode == 0, added.stderr
-    for args, words in ((("add", "arbat"), "slug: The venue “arbat” has this already."),
-                        (("add", "Bad Slug"), "slug: Use 1 to 40"),
-                        (("add", "tver", "--identity", "MT-Arbat"), "nas_identifier: The venue"),
-                        (("add", "tver", "--address", "192.0.2"), "nas_ip: Enter an IP address"),
+    for args, words in ((("add", "arbat"), "SLUG: The venue “arbat” has this already."),
+                        (("add", "Bad Slug"), "SLUG: Use 1 to 40"),
+                        (("add", "tver", "--identity", "MT-Arbat"), "--identity: The venue"),
+                        (("add", "tver", "--address", "192.0.2"), "--address: Enter an IP address"),
                         (("set", "nowhere", "--name", "X"), "there is no venue 'nowhere'")):
         refused = venue(*args)
         assert refused.returncode == 1 and words in refused.stderr, (args, refused.stderr)
@@ -333,6 +338,9 @@ def test_admin_add_on_the_command_line_takes_a_venue(app, tmp_path):
                               capture_output=True, timeout=30)
 
     assert admin_add("anna", "--venue", "arbat").returncode == 0
+    listed = subprocess.run([sys.executable, "-m", "portal", "admin", "list", "--config", config],
+                            text=True, capture_output=True, timeout=30).stdout
+    assert listed.startswith("anna\tcreated ") and listed.rstrip().endswith("\tvenue arbat")
     refused = admin_add("olga", "--venue", "nowhere")
     assert refused.returncode == 1 and "no venue 'nowhere'" in refused.stderr
     by_name = {row.name: row.venue_id for row in auth.list_admins(engine_of(app))}
