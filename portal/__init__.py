@@ -86,7 +86,8 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     )
     limiter.init_app(app)
 
-    from . import admin, callback, captive, errors, guest, health, i18n, radius, routers
+    from . import (admin, callback, captive, errors, guest, health, i18n, opennds_remote, radius,
+                   routers)
     i18n.init_app(app)
     app.register_blueprint(captive.bp)
     app.wsgi_app = captive.CaptiveGate(app)
@@ -94,6 +95,7 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     app.register_blueprint(callback.bp)
     app.register_blueprint(radius.bp)
     app.register_blueprint(routers.bp)
+    app.register_blueprint(opennds_remote.bp)
     app.register_blueprint(health.bp)
     admin.init_app(app)
     errors.register(app)

@@ -933,8 +933,12 @@ def venue_page(venue_id=None):
 
 def render_venue(venue_id, typed, errors, status=200):
     messages = {key: _(msgid, **params) for key, (msgid, params) in errors.items()}
+    row = venues.by_id(services().engine, venue_id) if venue_id is not None else None
     return render_template("admin/venue.html", venue_id=venue_id, typed=typed, errors=messages,
-                           is_main=venue_id == MAIN_VENUE), status
+                           is_main=venue_id == MAIN_VENUE,
+                           has_faskey=bool(row and row.opennds_faskey),
+                           fas_url=url_for("opennds_remote.arrival", slug=typed.get("slug") or
+                                           "SLUG", _external=True)), status
 
 
 @bp.post("/venues/new", endpoint="save_venue")
@@ -945,7 +949,9 @@ def save_venue(venue_id=None):
         abort(404)
     typed = {name: request.form.get(name, "")[:200] for name in venues.FIELDS}
     try:
-        values = venues.read_form(request.form, is_main=venue_id == MAIN_VENUE)
+        row = venues.by_id(svc.engine, venue_id) if venue_id is not None else None
+        values = venues.read_form(request.form, is_main=venue_id == MAIN_VENUE,
+                                  has_faskey=bool(row and row.opennds_faskey))
         saved_id = venues.save(svc.engine, values, venue_id)
     except venues.Invalid as exc:
         return render_venue(venue_id, typed, exc.errors, 400)

@@ -79,7 +79,7 @@ PROBE_AGENTS = (
 # checks and the admin pages are often reached by the gateway's address, and the API is asked for
 # by the name DHCP option 114 gave.
 ANY_HOST_PATHS = ("/callback/", "/radius/", "/healthz", "/admin", "/api/captive", "/mikrotik",
-                  "/guest/s/")
+                  "/guest/s/", "/opennds/")
 
 MAX_CONTINUE = 500
 

@@ -19,6 +19,9 @@ when that last happened.
 The worker also keeps the provider's API addresses in the firewall (`block_provider`): the
 maintenance thread resolves them, the worker pushes them.
 
+Sessions at venues whose openNDS gateway lets their guests in (opennds_remote) are that gateway's
+business, not this firewall's: the worker leaves them out.
+
 This is the one place firewall failures are handled: the rows stay queued, the failure is logged
 once, shown on the dashboard and /healthz, and retried with backoff; no request ever sees it.
 """
@@ -33,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import storage
 from .firewall import MAX_SECONDS, FirewallError, check_provider_addresses
 from .sessions import seconds_until
-from .storage import access_session, firewall_change, utcnow
+from .storage import access_session, firewall_change, utcnow, venue
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,17 @@ def _apply_state(engine, firewall, macs):
                                    access_session.c.ends_at)
                             .where(access_session.c.mac.in_(macs),
                                    access_session.c.ended_at.is_(None),
-                                   access_session.c.ends_at > now)).all()
+                                   access_session.c.ends_at > now, _kept_here())).all()
     wanted = seconds_wanted(live)
     firewall.apply([("allow", mac, wanted[mac]) if mac in wanted else ("revoke", mac)
                     for mac in macs])
     return [row.id for row in live]
+
+
+def _kept_here():
+    """Sessions this firewall lets through: not those of a venue with a remote openNDS gateway."""
+    return access_session.c.venue_id.not_in(select(venue.c.id).where(
+        venue.c.opennds_gateway.is_not(None)))
 
 
 def seconds_wanted(live):
@@ -111,7 +120,7 @@ def sync_all(engine, firewall, batch=BATCH):
         live = conn.execute(select(access_session.c.id, access_session.c.mac,
                                    access_session.c.ends_at, access_session.c.firewall_at)
                             .where(access_session.c.ended_at.is_(None),
-                                   access_session.c.ends_at > now)).all()
+                                   access_session.c.ends_at > now, _kept_here())).all()
     wanted = seconds_wanted(live)
     present = firewall.list()  # mac -> seconds left, None for no timeout
     if present is None:  # a backend that cannot say who it lets through: nothing to compare

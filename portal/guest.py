@@ -15,8 +15,8 @@ from markupsafe import Markup
 from flask_babel import format_time, gettext, lazy_gettext, ngettext
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import (blocklist, captive, opennds, phone, routers, services, sessions, settings,
-               venues, verification)
+from . import (blocklist, captive, opennds, opennds_remote, phone, routers, services, sessions,
+               settings, venues, verification)
 from .config import DEFAULTS
 from .extensions import limiter, note, noted, portal_setting
 from .i18n import current_language
@@ -226,9 +226,10 @@ def start():
         log.info("refused a blocked phone or device: %s %s", number, mac)
         return form_page(typed, status=403, notice=str(BLOCKED_MESSAGE))
     venue_id = venues.current()
+    gateway_token = opennds_remote.gateway_token()
     row = verification.remember_device(
         svc.engine, number, mac, ip, portal["remember_days"],
-        portal["session_minutes"], portal["devices_per_phone"], venue_id)
+        portal["session_minutes"], portal["devices_per_phone"], venue_id, gateway_token)
     if row is not None:
         svc.firewall_worker.wake()
         return redirect(wait_url(row.token), code=303)
@@ -244,7 +245,7 @@ def start():
     try:
         row = verification.start_verification(
             svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"],
-            venue_id)
+            venue_id, gateway_token)
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
         status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
@@ -355,8 +356,8 @@ def wait(token):
                            is_remembered=verification.is_remembered(row),
                            continue_url=going_to(), is_demo=services().is_demo,
                            needs_terms=settings.current()["venue"]["require_terms"],
-                           opennds_next=opennds.next_url(row) if access_of(row) == "online"
-                           else None)
+                           opennds_next=opennds.next_url(row) or opennds_remote.next_url(row)
+                           if access_of(row) == "online" else None)
 
 
 @bp.get("/api/verifications/<token>")

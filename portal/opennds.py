@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from flask import request, session
 
-from . import captive, services
+from . import captive, routers, services
 from .firewall import (MAX_SECONDS, Backend, FirewallError, _check_change, _kill_group,
                        normalise_mac)
 
@@ -69,6 +69,12 @@ def parse_fas(value):
         text = base64.b64decode(value.replace(" ", "+"), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return None
+    return fields_of(text)
+
+
+def fields_of(text):
+    """{key: value} from openNDS's client details ("key=value, ...", the values URL-encoded), or
+    None when there are none."""
     fields = {}
     for pair in text.split(", "):
         key, sep, raw = pair.partition("=")
@@ -146,10 +152,15 @@ def auth_token(hid, faskey):
 
 def auth_url(fas, faskey):
     """Where the browser goes after the call: openNDS's /opennds_auth/, then the original page."""
-    query = {"tok": auth_token(fas["hid"], faskey)}
-    if fas["origin"]:
-        query["redir"] = fas["origin"]
-    return f"http://{fas['gateway']}{AUTH_PATH}?{urlencode(query)}"
+    return auth_url_for(fas["gateway"], auth_token(fas["hid"], faskey), fas["origin"])
+
+
+def auth_url_for(gateway, token, origin):
+    """openNDS's /opennds_auth/ at gateway ("ip:port") with tok, then origin (if any)."""
+    query = {"tok": token}
+    if origin:
+        query["redir"] = origin
+    return f"http://{gateway}{AUTH_PATH}?{urlencode(query)}"
 
 
 def is_enabled():
@@ -186,7 +197,8 @@ def next_url(row):
 def origin_after_auth():
     """openNDS sends an already authenticated browser back with `status=authenticated` and its
     `redir`: that address, when it may be offered as a link (see captive.continue_url)."""
-    if not is_enabled() or request.args.get("status") != "authenticated":
+    if request.args.get("status") != "authenticated" or \
+            not (is_enabled() or (routers.context() or {}).get("kind") == "opennds"):
         return ""
     return captive.continue_url(request.args.get("redir", ""))
 

@@ -74,15 +74,18 @@ def safe_url(url, default=""):
     return url
 
 
-def _remember(context):
+def remember(context):
+    """Keep what the router said about this browser's device (for an hour)."""
     session[KEY] = {**context, "at": int(time.time())}
 
 
 def context():
     """What the router said about this browser's device, or None (none, too old, or the
-    gateway is callpass's own)."""
+    gateway is callpass's own). A remote openNDS gateway's word (opennds_remote) counts
+    whatever the backend: only that gateway's faskey could have written it."""
     saved = session.get(KEY)
-    if not saved or services().config["gateway"]["firewall"] not in ROUTER_BACKENDS:
+    if not saved or (saved.get("kind") != "opennds" and
+                     services().config["gateway"]["firewall"] not in ROUTER_BACKENDS):
         return None
     if time.time() - saved.get("at", 0) > LIFE_SECONDS:
         return None
@@ -116,7 +119,7 @@ def mikrotik():
     if mac is None or not login_url or len(chap_id) > 1 or len(challenge) > 64:
         return redirect(url_for("guest.index"), code=303)
     venue_id = venues.named_by(services().engine, identity=values.get("identity", "").strip())
-    _remember({"kind": "mikrotik", "venue": venue_id, "mac": mac, "ip": ip,
+    remember({"kind": "mikrotik", "venue": venue_id, "mac": mac, "ip": ip,
                "login_url": login_url,
                "dst": safe_url(values.get("link-orig")),
                "chap_id": chap_id.hex(), "chap_challenge": challenge.hex()})
@@ -129,7 +132,7 @@ def unifi(site):
     mac = parse_mac(request.args.get("id"))
     if mac is not None:
         venue_id = venues.named_by(services().engine, unifi_site=site)
-        _remember({"kind": "unifi", "venue": venue_id, "mac": mac,
+        remember({"kind": "unifi", "venue": venue_id, "mac": mac,
                    "ip": request.remote_addr or "",
                    "dst": safe_url(request.args.get("url")),
                    "ssid": request.args.get("ssid", "")[:64]})

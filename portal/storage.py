@@ -70,6 +70,12 @@ venue = Table(
     Column("nas_ip", String(45), unique=True),          # RADIUS NAS-IP-Address or source address
     Column("unifi_site", String(64), unique=True),       # UniFi controller site ("default")
     Column("created_at", UTCDateTime, nullable=False),
+    # An openNDS gateway whose remote FAS this is (opennds_remote.py): its gatewayname, its
+    # faskey, and when it last asked for the guests to let in.
+    Column("opennds_gateway", String(64)),
+    Column("opennds_faskey", String(128)),
+    Column("opennds_seen_at", UTCDateTime),
+    Index("ix_venue_opennds_gateway", "opennds_gateway", unique=True),
 )
 
 # A venue's own settings laid over the chain's (`setting`, which are also the main venue's).
@@ -97,6 +103,8 @@ verification = Table(
     Column("failure", Text),
     Column("failure_code", Integer),  # the provider's error code, when it answered one
     Column("venue_id", Integer, nullable=False, server_default=text("1")),
+    # A remote openNDS gateway's token for the device (sha256 of its hid and the faskey)
+    Column("gateway_token", String(64)),
     Index("ix_verification_phone_state", "phone", "state"),
     Index("ix_verification_created", "created_at"),
     Index("ix_verification_state_expires", "state", "expires_at"),  # the maintenance expiry

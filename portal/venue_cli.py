@@ -16,6 +16,10 @@ ROUTER_OPTIONS = (
     click.option("--address", "nas_ip",
                  help="Its RADIUS router's address, for a router that sends no NAS-Identifier."),
     click.option("--unifi-site", "unifi_site", help="Its UniFi controller site."),
+    click.option("--opennds-gateway", "opennds_gateway",
+                 help="The gatewayname of its openNDS gateway (callpass as its remote FAS)."),
+    click.option("--faskey", "opennds_faskey",
+                 help="That gateway's faskey; - reads it from the standard input."),
 )
 
 
@@ -27,13 +31,17 @@ def router_options(command):
 
 # How the problems name the fields: as the options that set them.
 OPTION_OF = {"slug": "SLUG", "name": "--name", "nas_identifier": "--identity",
-             "nas_ip": "--address", "unifi_site": "--unifi-site"}
+             "nas_ip": "--address", "unifi_site": "--unifi-site",
+             "opennds_gateway": "--opennds-gateway", "opennds_faskey": "--faskey"}
 
 
-def save(engine, typed, venue_id, action):
+def save(engine, typed, venue_id, action, has_faskey=False):
     """Check and store the venue; print the problems and exit 1 when it cannot be."""
+    if typed.get(venues.SECRET) == "-":
+        typed[venues.SECRET] = sys.stdin.readline().strip()
     try:
-        values = venues.read_form(typed, is_main=venue_id == venues.MAIN_VENUE)
+        values = venues.read_form(typed, is_main=venue_id == venues.MAIN_VENUE,
+                                  has_faskey=has_faskey)
         venues.save(engine, values, venue_id)
     except venues.Invalid as exc:
         for field, (msgid, params) in exc.errors.items():
@@ -75,7 +83,7 @@ def change(slug, config_path, **names):
         sys.exit(1)
     typed = {field: getattr(row, field) or "" for field in venues.FIELDS}
     typed.update({key: value for key, value in names.items() if value is not None})
-    save(engine, typed, row.id, audit.VENUE_CHANGE)
+    save(engine, typed, row.id, audit.VENUE_CHANGE, has_faskey=bool(row.opennds_faskey))
     click.echo(f"venue {slug} changed")
 
 
@@ -87,5 +95,5 @@ def list_venues(config_path):
     for row, online, _last_day in venues.listing(engine):
         names = " ".join(f"{label}={value}" for label, value in (
             ("identity", row.nas_identifier), ("address", row.nas_ip),
-            ("unifi-site", row.unifi_site)) if value)
+            ("unifi-site", row.unifi_site), ("opennds-gateway", row.opennds_gateway)) if value)
         click.echo(f"{row.slug}\t{row.name or '-'}\t{names or '-'}\tonline {online}")

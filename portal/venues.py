@@ -4,7 +4,9 @@ A venue is what a guest arrives through. Its router names it:
 - a MikroTik hotspot by its identity: deploy/mikrotik/login.html posts `$(identity)`, and the
   router's RADIUS requests carry the same identity as NAS-Identifier;
 - any RADIUS router by NAS-Identifier, else by its address (NAS-IP-Address or the source);
-- a UniFi controller by its site (`/guest/s/<site>/`).
+- a UniFi controller by its site (`/guest/s/<site>/`);
+- an openNDS gateway by the address it sends guests to, `/opennds/<slug>/`, with its
+  gatewayname and faskey (opennds_remote.py).
 A guest no known router names — and every guest of a single-venue install — belongs to the main
 venue (id 1), which always exists. Verifications and sessions carry their venue; a device has at
 most one open session in the whole chain (a new one elsewhere replaces it), and a router lets in
@@ -28,8 +30,13 @@ from .storage import MAIN_VENUE, access_session, utcnow, venue
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 SITE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# The fields an admin edits (the main venue's slug stays "main").
-FIELDS = ("slug", "name", "nas_identifier", "nas_ip", "unifi_site")
+# An openNDS gatewayname: its URL encoding is itself, so there is no doubt about the gatewayhash.
+GATEWAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+FASKEY = re.compile(r"[A-Za-z0-9]{16,128}")
+# The fields an admin edits (the main venue's slug stays "main"), besides the openNDS gateway's
+# faskey, which is written but never shown.
+FIELDS = ("slug", "name", "nas_identifier", "nas_ip", "unifi_site", "opennds_gateway")
+SECRET = "opennds_faskey"
 
 
 class Invalid(ValueError):
@@ -114,8 +121,11 @@ def listing(engine):
     return [(row, online.get(row.id, 0), last_day.get(row.id, 0)) for row in rows]
 
 
-def read_form(form, *, is_main=False):
-    """The venue fields an admin typed, checked: {field: value or None}. Invalid otherwise."""
+def read_form(form, *, is_main=False, has_faskey=False):
+    """The venue fields an admin typed, checked: {field: value or None}. Invalid otherwise.
+
+    An openNDS gateway needs its faskey: a blank one keeps the venue's (has_faskey), and no
+    gateway means no faskey."""
     values, errors = {}, {}
     text = {name: form.get(name, "").strip() for name in FIELDS}
     if is_main:
@@ -142,14 +152,29 @@ def read_form(form, *, is_main=False):
     if text["unifi_site"] and not SITE.fullmatch(text["unifi_site"]):
         errors["unifi_site"] = (N_("Use letters, digits, dots, dashes and underscores."), {})
     values["unifi_site"] = text["unifi_site"] or None
+    gateway, faskey = text["opennds_gateway"], form.get(SECRET, "").strip()
+    if gateway and not GATEWAY_NAME.fullmatch(gateway):
+        errors["opennds_gateway"] = (N_("Use 1 to 64 letters, digits, dots, dashes and "
+                                        "underscores."), {})
+    values["opennds_gateway"] = gateway or None
+    if faskey and not FASKEY.fullmatch(faskey):
+        errors[SECRET] = (N_("Use 16 to 128 letters and digits (openssl rand -hex 32 makes "
+                             "one)."), {})
+    elif not gateway:
+        values[SECRET] = None
+    elif faskey:
+        values[SECRET] = faskey
+    elif not has_faskey:
+        errors[SECRET] = (N_("Enter the faskey of the gateway's openNDS configuration."), {})
     if errors:
         raise Invalid(errors)
     return values
 
 
 def filled(values):
-    """The venue fields that have a value (what the audit log keeps of a change)."""
-    return {key: value for key, value in values.items() if value}
+    """The venue fields that have a value (what the audit log keeps of a change; a faskey is
+    only said to be new)."""
+    return {key: "(new)" if key == SECRET else value for key, value in values.items() if value}
 
 
 def _has_control(text):
@@ -176,7 +201,7 @@ def save(engine, values, venue_id=None):
 
 def _clash(conn, values, venue_id):
     errors = {}
-    for name in ("slug", "nas_identifier", "nas_ip", "unifi_site"):
+    for name in ("slug", "nas_identifier", "nas_ip", "unifi_site", "opennds_gateway"):
         if values.get(name) is None:
             continue
         other = conn.execute(select(venue.c.slug).where(getattr(venue.c, name) == values[name],

@@ -50,15 +50,17 @@ def last_attempt(engine, phone, mac):
             .order_by(verification.c.id.desc()).limit(1)).first()
 
 
-def start_verification(engine, provider, phone, mac, ip, minutes, venue_id=MAIN_VENUE):
-    """Ask the provider for a number to call and record a pending verification at a venue;
-    returns its row.
+def start_verification(engine, provider, phone, mac, ip, minutes, venue_id=MAIN_VENUE,
+                       gateway_token=None):
+    """Ask the provider for a number to call and record a pending verification at a venue
+    (gateway_token: a remote openNDS gateway's token for the device); returns its row.
 
     A provider error is recorded as a failed verification and raised again for the view.
     PhoneWaiting when another device started waiting for phone while the provider answered.
     """
     token = secrets.token_urlsafe(18)
-    values = dict(token=token, phone=phone, mac=mac, ip=ip, venue_id=venue_id)
+    values = dict(token=token, phone=phone, mac=mac, ip=ip, venue_id=venue_id,
+                  gateway_token=gateway_token)
     try:
         call_number = provider.wait_call(phone)
     except ProviderError as exc:
@@ -154,7 +156,7 @@ def _is_blocked(conn, phone, macs):
 
 
 def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone,
-                    venue_id=MAIN_VENUE):
+                    venue_id=MAIN_VENUE, gateway_token=None):
     """Let mac back in without a call when it verified phone by a call within `days` (0 = never),
     at any venue of the chain; the new session is at venue_id.
 
@@ -176,7 +178,8 @@ def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_p
             return None
         verification_id = conn.execute(verification.insert().values(
             token=token, phone=phone, mac=mac, ip=ip, call_number="", state=CONFIRMED,
-            created_at=now, expires_at=now, confirmed_at=now, venue_id=venue_id)
+            created_at=now, expires_at=now, confirmed_at=now, venue_id=venue_id,
+            gateway_token=gateway_token)
         ).inserted_primary_key[0]
         sessions.grant_access(conn, mac, ip, phone, session_minutes,
                               verification_id=verification_id,
