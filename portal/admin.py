@@ -26,8 +26,8 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import and_, func, or_, select, true
 
-from . import (asset_folder, audit, auth, blocklist, guest, idlog, phone, services, sessions,
-               settings, venues, verification)
+from . import (asset_folder, audit, auth, blocklist, guest, idlog, opennds_remote, phone,
+               services, sessions, settings, venues, verification)
 from .config import DEFAULTS, LANGUAGES, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
 from .extensions import limiter
 from .firewall import normalise_mac
@@ -915,7 +915,9 @@ def export():
 @bp.get("/venues")
 def venues_page():
     """Every venue with its live counts."""
-    return render_template("admin/venues.html", rows=venues.listing(services().engine))
+    engine = services().engine
+    return render_template("admin/venues.html", rows=venues.listing(engine),
+                           nodes=opennds_remote.nodes(engine))
 
 
 @bp.get("/venues/new", endpoint="venue_page")
@@ -937,8 +939,8 @@ def render_venue(venue_id, typed, errors, status=200):
     return render_template("admin/venue.html", venue_id=venue_id, typed=typed, errors=messages,
                            is_main=venue_id == MAIN_VENUE,
                            has_faskey=bool(row and row.opennds_faskey),
-                           fas_url=url_for("opennds_remote.arrival", slug=typed.get("slug") or
-                                           "SLUG", _external=True)), status
+                           faspath=url_for("opennds_remote.arrival",
+                                           slug=typed.get("slug") or "SLUG")), status
 
 
 @bp.post("/venues/new", endpoint="save_venue")

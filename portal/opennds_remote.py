@@ -15,10 +15,14 @@ controller's id= is). A fas whose gatewayname is not the venue's, or that does n
 plain, well formed values, is ignored: CBC without a MAC lets someone flip bits of a block, but
 only by turning the block before it into random bytes, which fails these checks. The device's
 token for this gateway, sha256(hid + faskey) ("rhid"), is kept with the guest's verification.
+openNDS 9.x adds the device's own MAC to the configured name ("cafe-arbat Node:02cc00000001 "), so
+one venue may have several gateway devices ("nodes"); each authentic fas teaches callpass its
+node's gatewayhash (sha256 of the name as openNDS URL-encodes it), kept in `opennds_node`.
 
 The gateway's poll: authmon (/usr/lib/opennds/authmon.sh, every nat_traversal_poll_interval
-seconds, 10 by default) POSTs `auth_get`, `gatewayhash` (sha256 of the gatewayname) and
-`payload` (base64). With payload "none" callpass answers "* " and, URL-encoded and space
+seconds, 10 by default) POSTs `auth_get`, `gatewayhash` and `payload` (base64). A poll whose
+gatewayhash is no known node of the venue gets an empty list and changes nothing (a new gateway
+is known from its first guest on). Otherwise, with payload "none" callpass answers "* " and, URL-encoded and space
 separated, "rhid minutes 0 0 0 0" for each live session of the venue the gateway has not taken
 yet (authmon reads 1024 characters: about ten per poll, the oldest first). authmon runs
 `ndsctl auth` for each and posts back "* rhid …" for those openNDS let in: those sessions are then
@@ -26,9 +30,9 @@ online (until then the guest is shown "connecting"). `clear` (authmon starting) 
 what is pending is read from the sessions, not kept aside.
 
 What openNDS's design leaves open, and what callpass does about it:
-- The poll is authenticated by the gatewayhash only, which anyone who knows the gatewayname can
-  compute. callpass never shows a gatewayname to guests, and the venue form asks for one nobody
-  guesses. Someone who knew it could read which tokens are pending (useless without the device)
+- The poll is authenticated by the gatewayhash only, which anyone who knows the gatewayname and
+  the gateway's MAC can compute. callpass never shows a gatewayname to guests, and the venue
+  form asks for one nobody guesses. Someone who knew it could read which tokens are pending (useless without the device)
   or acknowledge them falsely (the guest is shown online while the gateway still holds it back,
   until the wait page's link to the gateway's /opennds_auth/ lets it in).
 - authmon only lets guests in: ending or shortening a session early does not reach the gateway,
@@ -38,7 +42,6 @@ What openNDS's design leaves open, and what callpass does about it:
 import base64
 import binascii
 import hashlib
-import hmac
 import ipaddress
 import logging
 import math
@@ -49,13 +52,14 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from flask import Blueprint, abort, redirect, request, url_for
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from . import opennds, routers, services, storage
 from .extensions import limiter
 from .firewall import normalise_mac
 from .sessions import seconds_until
-from .storage import access_session, utcnow, venue, verification
+from .storage import access_session, opennds_node, utcnow, venue, verification
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +117,16 @@ def gateway_address(value):
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
-def accept(fields, row):
-    """The router context of a guest from a decrypted fas of venue row, or None when the fas is
-    not well formed or not this gateway's."""
-    if not fields or fields.get("gatewayname") != row.opennds_gateway:
+def accept(text, row):
+    """(the router context of the guest, the gateway node's (gatewayhash, MAC)) from the
+    decrypted fas text of venue row, or None when it is not well formed or not this gateway's."""
+    fields = opennds.fields_of(text)
+    if not fields or not is_gateway_name(fields.get("gatewayname", ""), row.opennds_gateway):
         return None
     try:
         mac = normalise_mac(fields.get("clientmac", ""))
         ip = str(ipaddress.ip_address(fields.get("clientip", "")))
+        node_mac = normalise_mac(colons(fields.get("gatewaymac", "")))
     except ValueError:
         return None
     gateway = gateway_address(fields.get("gatewayaddress"))
@@ -128,13 +134,35 @@ def accept(fields, row):
     if gateway is None or not _TOKEN.fullmatch(hid):
         return None
     origin = opennds.origin_url(fields.get("originurl"))
-    return {"kind": "opennds", "venue": row.id, "mac": mac, "ip": ip, "dst": origin,
-            "gateway": gateway, "token": opennds.auth_token(hid, row.opennds_faskey)}
+    context = {"kind": "opennds", "venue": row.id, "mac": mac, "ip": ip, "dst": origin,
+               "gateway": gateway, "token": opennds.auth_token(hid, row.opennds_faskey)}
+    return context, (gateway_hash(raw_field(text, "gatewayname")), node_mac)
 
 
-def gateway_hash(name):
-    """authmon's gatewayhash: the sha256 hex digest of the (URL-encoded) gatewayname."""
-    return hashlib.sha256(quote(name, safe="").encode("utf-8")).hexdigest()
+def colons(mac):
+    """openNDS's gatewaymac ("02cc00000001") as a MAC with colons; anything else as it is."""
+    if re.fullmatch(r"[0-9a-fA-F]{12}", mac):
+        return ":".join(mac[i:i + 2] for i in range(0, 12, 2))
+    return mac
+
+
+def is_gateway_name(value, name):
+    """Whether value is openNDS's gatewayname for name: name itself, or (9.x and later) name with
+    the node's MAC added, "<name> Node:02cc00000001 "."""
+    return value == name or re.fullmatch(re.escape(name) + r" Node:[0-9a-fA-F]{12} ", value) \
+        is not None
+
+
+def raw_field(text, key):
+    """A value of openNDS's client details as it sent it (still URL-encoded)."""
+    prefix = key + "="
+    return next((pair[len(prefix):] for pair in text.split(", ") if pair.startswith(prefix)), "")
+
+
+def gateway_hash(encoded_name):
+    """authmon's gatewayhash: the sha256 hex digest of the URL-encoded gatewayname, as openNDS
+    encodes it (and puts it in the fas)."""
+    return hashlib.sha256(encoded_name.encode("utf-8")).hexdigest()
 
 
 def gateway_venue(slug):
@@ -162,10 +190,12 @@ def arrival(slug):
                                 redir=request.args.get("redir", "")[:opennds.MAX_ORIGIN_LENGTH]),
                         code=303)
     text = decrypt(request.args.get("fas"), request.args.get("iv"), row.opennds_faskey)
-    context = accept(opennds.fields_of(text), row) if text else None
-    if context is None:
+    accepted = accept(text, row) if text else None
+    if accepted is None:
         log.warning("openNDS gateway of venue %s: ignored a fas that is not its own", row.slug)
     else:
+        context, (gatewayhash, node_mac) = accepted
+        note_node(services().engine, row.id, gatewayhash, node_mac)
         routers.remember(context)
     return redirect(url_for("guest.index"), code=303)
 
@@ -193,11 +223,8 @@ def next_url(row):
 def poll(slug):
     """authmon: the guests to let in (payload "none"), or which it let in ("* rhid …")."""
     row = gateway_venue(slug)
-    if not hmac.compare_digest(request.form.get("gatewayhash", "").encode(),
-                               gateway_hash(row.opennds_gateway).encode()):
-        log.warning("openNDS gateway of venue %s: a poll with the wrong gatewayhash from %s",
-                    row.slug, request.remote_addr)
-        return "ERROR: unknown gateway\n", 403, TEXT
+    engine = services().engine
+    node = known_node(engine, row.id, request.form.get("gatewayhash", ""))
     action = request.form.get("auth_get", "")
     try:
         payload = base64.b64decode(request.form.get("payload", ""), validate=True).decode()
@@ -205,8 +232,11 @@ def poll(slug):
         return "ERROR: unreadable payload\n", 400, TEXT
     if action not in ("clear", "list", "view"):
         return "ERROR: unknown auth_get\n", 400, TEXT
-    engine = services().engine
-    note_seen(engine, row)
+    if node is None:  # not (yet) one of the venue's gateway devices: nothing for it
+        log.debug("openNDS gateway of venue %s: a poll from an unknown node at %s", row.slug,
+                  request.remote_addr)
+        return "ack" if payload.startswith("*") or action == "clear" else "* ", 200, TEXT
+    note_seen(engine, node)
     if payload.startswith("*"):
         acknowledge(engine, row.id, payload[1:].split()[:MAX_ACKS])
         return "ack", 200, TEXT
@@ -253,16 +283,56 @@ def acknowledge(engine, venue_id, tokens):
                        select(verification.c.id).where(verification.c.gateway_token.in_(tokens),
                                                        verification.c.venue_id == venue_id)))
             .values(firewall_at=now))
-    log.info("openNDS gateway of venue %s let in %d device(s)", venue_id, done.rowcount)
+    log.info("openNDS gateway of venue id %s let in %d device(s)", venue_id, done.rowcount)
 
 
-def note_seen(engine, row):
-    """Write down that the venue's gateway polled (at most once a minute)."""
+def known_node(engine, venue_id, gatewayhash):
+    """The venue's gateway node whose polls carry gatewayhash, or None."""
+    if not _TOKEN.fullmatch(gatewayhash):
+        return None
+    with engine.connect() as conn:
+        return conn.execute(select(opennds_node).where(
+            opennds_node.c.gatewayhash == gatewayhash,
+            opennds_node.c.venue_id == venue_id)).first()
+
+
+def note_node(engine, venue_id, gatewayhash, mac):
+    """Learn (or refresh, at most once a minute) a gateway node of the venue from a fas only its
+    faskey could make."""
     now = utcnow()
-    if row.opennds_seen_at is not None and now - row.opennds_seen_at < SEEN_EVERY:
+    known = known_node(engine, venue_id, gatewayhash)
+    if known is not None and known.gatewaymac == mac and now - known.seen_at < SEEN_EVERY:
+        return
+    try:
+        with storage.begin(engine) as conn:
+            done = conn.execute(update(opennds_node)
+                                .where(opennds_node.c.gatewayhash == gatewayhash,
+                                       opennds_node.c.venue_id == venue_id)
+                                .values(gatewaymac=mac, seen_at=now))
+            if done.rowcount == 0:
+                conn.execute(opennds_node.insert().values(
+                    gatewayhash=gatewayhash, venue_id=venue_id, gatewaymac=mac,
+                    first_seen_at=now, seen_at=now))
+    except IntegrityError:  # another request learnt it at the same moment
+        pass
+
+
+def note_seen(engine, node):
+    """Write down that the node polled (at most once a minute)."""
+    now = utcnow()
+    if now - node.seen_at < SEEN_EVERY:
         return
     with storage.begin(engine) as conn:
-        conn.execute(update(venue).where(venue.c.id == row.id,
-                                         or_(venue.c.opennds_seen_at.is_(None),
-                                             venue.c.opennds_seen_at < now - SEEN_EVERY))
-                     .values(opennds_seen_at=now))
+        conn.execute(update(opennds_node)
+                     .where(opennds_node.c.gatewayhash == node.gatewayhash,
+                            opennds_node.c.seen_at < now - SEEN_EVERY)
+                     .values(seen_at=now))
+
+
+def nodes(engine):
+    """{venue id: [(gateway MAC, last seen)]} of the nodes callpass has heard from."""
+    found = {}
+    with engine.connect() as conn:
+        for row in conn.execute(select(opennds_node).order_by(opennds_node.c.first_seen_at)):
+            found.setdefault(row.venue_id, []).append((row.gatewaymac, row.seen_at))
+    return found

@@ -70,12 +70,22 @@ venue = Table(
     Column("nas_ip", String(45), unique=True),          # RADIUS NAS-IP-Address or source address
     Column("unifi_site", String(64), unique=True),       # UniFi controller site ("default")
     Column("created_at", UTCDateTime, nullable=False),
-    # An openNDS gateway whose remote FAS this is (opennds_remote.py): its gatewayname, its
-    # faskey, and when it last asked for the guests to let in.
+    # An openNDS gateway whose remote FAS this is (opennds_remote.py): its gatewayname and faskey.
     Column("opennds_gateway", String(64)),
     Column("opennds_faskey", String(128)),
-    Column("opennds_seen_at", UTCDateTime),
     Index("ix_venue_opennds_gateway", "opennds_gateway", unique=True),
+)
+
+# The devices of venues' openNDS gateways callpass has heard from: openNDS adds " Node:<MAC> " to
+# the gatewayname, and a node's polls carry the sha256 of that name (opennds_remote.py).
+opennds_node = Table(
+    "opennds_node", metadata,
+    Column("gatewayhash", String(64), primary_key=True),
+    Column("venue_id", Integer, nullable=False),
+    Column("gatewaymac", String(17), nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),      # its last poll (to the minute) or guest
+    Index("ix_opennds_node_venue", "venue_id"),
 )
 
 # A venue's own settings laid over the chain's (`setting`, which are also the main venue's).

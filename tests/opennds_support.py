@@ -15,6 +15,10 @@ What runs, all inside the gateway's network namespace (see ../shared/reference/r
   /etc/opennds/opennds.conf and /tmp, i.e. only inside openNDS's mount namespace).
 
 Guests get their lease with `busybox udhcpc` (a no-op script: the address is already set).
+
+A gateway whose FAS is elsewhere (level 3, tests/test_opennds_gateway_venue.py) also gets names
+in its private /etc/hosts and a private /etc/ssl/certs whose CA bundle is the test's own CA, so
+its authmon (PHP) trusts the test's HTTPS FAS; the host's files stay as they are.
 """
 
 import os
@@ -56,7 +60,7 @@ class OpenNDSGateway:
     """dnsmasq (DHCP) and openNDS on topo's gateway, with their files in folder; close() stops
     them (the namespaces take the rules and mounts with them)."""
 
-    def __init__(self, topo, folder, *, fasport, faskey):
+    def __init__(self, topo, folder, *, fasport, faskey, conf_text=None, hosts=(), ca_file=None):
         self.topo = topo
         self.folder = Path(folder)
         # openNDS's /tmp. folder itself may be under the host's /tmp, hidden once the private
@@ -68,7 +72,9 @@ class OpenNDSGateway:
             path.mkdir(parents=True, exist_ok=True)
         self.tmp.chmod(0o1777)
         self.conf = self.tmp / "opennds.conf"
-        self.conf.write_text(opennds_conf(topo, fasport=fasport, faskey=faskey))
+        self.conf.write_text(conf_text or opennds_conf(topo, fasport=fasport, faskey=faskey))
+        self.hosts = list(hosts)          # extra /etc/hosts lines
+        self.ca_file = ca_file            # the only CA its PHP trusts, when given
         self.log_path = self.folder / "opennds.log"
         self.dnsmasq_log_path = self.folder / "dnsmasq.log"
         self._logs = []
@@ -87,8 +93,16 @@ class OpenNDSGateway:
             copy = self.etc / name
             original = Path("/etc", name)
             copy.write_bytes(original.read_bytes() if original.exists() else b"")
+            if name == "hosts" and self.hosts:
+                with copy.open("a") as fh:
+                    fh.write("".join(f"{line}\n" for line in self.hosts))
             if original.exists():
                 mounts.append(f"mount --bind {copy} {original}")
+        if self.ca_file:
+            certs = self.etc / "certs"
+            certs.mkdir(exist_ok=True)
+            (certs / "ca-certificates.crt").write_bytes(Path(self.ca_file).read_bytes())
+            mounts.append(f"mount --bind {certs} /etc/ssl/certs")
         mounts.append(f"mount --bind {self.tmp} /tmp")
         hosts = [self.topo.guest1, self.topo.guest2]
         dnsmasq_log = self.dnsmasq_log_path.open("w")

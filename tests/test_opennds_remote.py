@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from urllib.parse import quote, unquote, urlsplit
 
+from unittest.mock import ANY
+
 import pytest
 from conftest import notify, settle
 from cryptography.hazmat.primitives import padding
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from sqlalchemy import select
 
 from portal import opennds_remote, venues
-from portal.storage import MAIN_VENUE, access_session, venue, verification
+from portal.storage import MAIN_VENUE, access_session, verification
 
 FASKEY = "0f" * 32                      # 64 characters: PHP uses the first 32 bytes
 GATEWAY = "cafe-arbat-7f3k2q"
@@ -38,9 +40,9 @@ def arbat(app):
 def details(**changes):
     """openNDS 9.10's client details, as its level 3 encrypts them."""
     fields = {"hid": HID, "clientip": "192.168.10.23", "clientmac": MAC, "client_type": "cpd_can",
-              "gatewayname": GATEWAY, "gatewayurl": "http%3A%2F%2F192.168.10.1%3A2050",
+              "gatewayname": NODE_NAME, "gatewayurl": "http%3A%2F%2F192.168.10.1%3A2050",
               "version": "9.10.0", "gatewayaddress": "192.168.10.1:2050",
-              "gatewaymac": "02:00:00:00:00:01", "originurl": quote("http://example.org/news"),
+              "gatewaymac": "020000000001", "originurl": quote("http://example.org/news"),
               "clientif": "br-lan", "themespec": "", **changes}
     return ", ".join(f"{key}={value}" for key, value in fields.items()) + ", "
 
@@ -61,8 +63,11 @@ def arrive(browser, query, slug="arbat"):
     return answer
 
 
+NODE_NAME = "cafe-arbat-7f3k2q%20Node%3a02cc00000001%20"  # as openNDS 9.10 sends it
+
+
 def poll(client, payload="none", action="view", gatewayhash=None, slug="arbat"):
-    gatewayhash = gatewayhash or hashlib.sha256(GATEWAY.encode()).hexdigest()
+    gatewayhash = gatewayhash or hashlib.sha256(NODE_NAME.encode()).hexdigest()
     return client.post(f"/opennds/{slug}/", data={
         "auth_get": action, "gatewayhash": gatewayhash,
         "payload": base64.b64encode(payload.encode()).decode()})
@@ -121,9 +126,9 @@ def test_a_guest_of_the_gateway_gets_in_when_the_gateway_takes_its_token(app, ar
     online = browser.get(back.headers["Location"]).get_data(as_text=True)
     assert "You are online" in online and 'href="http://example.org/news"' in online
 
-    # The venues page says when the gateway last asked.
-    with app.extensions["callpass"].engine.connect() as conn:
-        assert conn.execute(select(venue.c.opennds_seen_at).where(venue.c.id == arbat)).scalar()
+    # The gateway device is known by its first guest's fas: its MAC and when it last asked.
+    assert opennds_remote.nodes(app.extensions["callpass"].engine) == {
+        arbat: [("02:00:00:00:00:01", ANY)]}
 
 
 def test_what_the_gateway_is_sent_fits_what_authmon_reads(app, arbat):
@@ -174,14 +179,19 @@ def tampered(query):
     return {**query, "fas": base64.b64encode(base64.b64encode(bytes(sealed))).decode()}
 
 
-def test_a_poll_without_the_gatewayhash_gets_nothing_and_changes_nothing(app, arbat):
+def test_a_poll_without_a_known_gatewayhash_gets_nothing_and_changes_nothing(app, arbat):
+    # Before any guest came through it, the gateway is not known yet: nothing for it.
+    assert poll(app.test_client()).get_data(as_text=True) == "* "
     browser = app.test_client()
     arrive(browser, seal(details()))
-    sign_in(app, browser)
+    row = sign_in(app, browser)
     stranger = app.test_client()
-    for answer in (poll(stranger, gatewayhash="0" * 64), poll(stranger, "* " + rhid(),
-                                                             gatewayhash="0" * 64)):
-        assert answer.status_code == 403 and rhid() not in answer.get_data(as_text=True)
+    plain_name = hashlib.sha256(GATEWAY.encode()).hexdigest()  # without openNDS's node suffix
+    for gatewayhash in ("0" * 64, plain_name, "not a hash"):
+        answer = poll(stranger, gatewayhash=gatewayhash)
+        assert answer.get_data(as_text=True) == "* "
+        assert poll(stranger, "* " + rhid(), gatewayhash=gatewayhash).status_code == 200
+    assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "connecting"
     assert poll(stranger, slug="main").status_code == 404       # no gateway there
     assert poll(stranger, slug="nowhere").status_code == 404
     assert poll(stranger, action="delete").status_code == 400
@@ -202,11 +212,14 @@ def test_an_acknowledgement_reaches_only_the_gateways_own_venue(app, arbat):
     browser = app.test_client()
     arrive(browser, seal(details()))
     row = sign_in(app, browser)
-    # The other venue's gateway names this token: nothing happens here.
+    # The other venue's gateway (known by a guest of its own) names this token: nothing happens.
+    arrive(app.test_client(), seal(details(gatewayname="tverskaya-9x8c", hid="cd" * 32)),
+           slug="tverskaya")
     answer = app.test_client().post("/opennds/tverskaya/", data={
         "auth_get": "view", "gatewayhash": hashlib.sha256(b"tverskaya-9x8c").hexdigest(),
         "payload": base64.b64encode(f"* {rhid()}".encode()).decode()})
     assert answer.get_data(as_text=True) == "ack"
+    assert opennds_remote.nodes(engine)[other]
     assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "connecting"
     assert other != arbat
 
