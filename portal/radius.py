@@ -118,11 +118,12 @@ def reject(message):
 
 
 def nas_venue(engine, body):
-    """The venue of the router asking: by NAS-Identifier, else by NAS-IP-Address (our FreeRADIUS
-    site fills in the source address when the router sends none); the main venue when none is
-    known."""
+    """The venue of the router asking: by NAS-Identifier, else by the network in
+    Called-Station-Id, else by NAS-IP-Address (our FreeRADIUS site fills in the source address
+    when the router sends none); the main venue when none is known."""
     address = attribute(body, "NAS-IP-Address") or ""
     return venues.named_by(engine, identity=attribute(body, "NAS-Identifier"),
+                           called_station=attribute(body, "Called-Station-Id") or "",
                            nas_ip=address if _is_ip(address) else "")
 
 

@@ -74,6 +74,9 @@ venue = Table(
     Column("opennds_gateway", String(64)),
     Column("opennds_faskey", String(128)),
     Index("ix_venue_opennds_gateway", "opennds_gateway", unique=True),
+    # RADIUS Called-Station-Id ("AA-BB-CC-DD-EE-FF:<SSID>"): its network name, or all of it
+    Column("called_station", String(64)),
+    Index("ix_venue_called_station", "called_station", unique=True),
 )
 
 # The devices of venues' openNDS gateways callpass has heard from: openNDS adds " Node:<MAC> " to

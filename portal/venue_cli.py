@@ -13,6 +13,8 @@ ROUTER_OPTIONS = (
     click.option("--name", help="The venue's name for admins."),
     click.option("--identity", "nas_identifier",
                  help="Its router's identity: a MikroTik's /system identity, or NAS-Identifier."),
+    click.option("--network", "called_station",
+                 help="The Wi-Fi network in its RADIUS Called-Station-Id (after the MAC)."),
     click.option("--address", "nas_ip",
                  help="Its RADIUS router's address, for a router that sends no NAS-Identifier."),
     click.option("--unifi-site", "unifi_site", help="Its UniFi controller site."),
@@ -31,6 +33,7 @@ def router_options(command):
 
 # How the problems name the fields: as the options that set them.
 OPTION_OF = {"slug": "SLUG", "name": "--name", "nas_identifier": "--identity",
+             "called_station": "--network",
              "nas_ip": "--address", "unifi_site": "--unifi-site",
              "opennds_gateway": "--opennds-gateway", "opennds_faskey": "--faskey"}
 
@@ -94,6 +97,7 @@ def list_venues(config_path):
     engine = open_database(config_path)
     for row, online, _last_day in venues.listing(engine):
         names = " ".join(f"{label}={value}" for label, value in (
-            ("identity", row.nas_identifier), ("address", row.nas_ip),
+            ("identity", row.nas_identifier), ("network", row.called_station),
+            ("address", row.nas_ip),
             ("unifi-site", row.unifi_site), ("opennds-gateway", row.opennds_gateway)) if value)
         click.echo(f"{row.slug}\t{row.name or '-'}\t{names or '-'}\tonline {online}")

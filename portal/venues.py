@@ -3,7 +3,9 @@
 A venue is what a guest arrives through. Its router names it:
 - a MikroTik hotspot by its identity: deploy/mikrotik/login.html posts `$(identity)`, and the
   router's RADIUS requests carry the same identity as NAS-Identifier;
-- any RADIUS router by NAS-Identifier, else by its address (NAS-IP-Address or the source);
+- any RADIUS router by NAS-Identifier, else by the Wi-Fi network in Called-Station-Id
+  ("AA-BB-CC-DD-EE-FF:<SSID>": the SSID, or the whole value), else by its address
+  (NAS-IP-Address or the source);
 - a UniFi controller by its site (`/guest/s/<site>/`);
 - an openNDS gateway by the address it sends guests to, `/opennds/<slug>/`, with its
   gatewayname and faskey (opennds_remote.py).
@@ -30,12 +32,14 @@ from .storage import MAIN_VENUE, access_session, utcnow, venue
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 SITE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+STATION = re.compile(r"(?:[0-9A-Fa-f]{2}[-:.]?){5}[0-9A-Fa-f]{2}:(.+)")
 # An openNDS gatewayname: its URL encoding is itself, so there is no doubt about the gatewayhash.
 GATEWAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 FASKEY = re.compile(r"[A-Za-z0-9]{16,128}")
 # The fields an admin edits (the main venue's slug stays "main"), besides the openNDS gateway's
 # faskey, which is written but never shown.
-FIELDS = ("slug", "name", "nas_identifier", "nas_ip", "unifi_site", "opennds_gateway")
+FIELDS = ("slug", "name", "nas_identifier", "called_station", "nas_ip", "unifi_site",
+          "opennds_gateway")
 SECRET = "opennds_faskey"
 
 
@@ -70,12 +74,14 @@ def slugs(engine):
         return dict(conn.execute(select(venue.c.id, venue.c.slug).order_by(venue.c.id)).all())
 
 
-def named_by(engine, *, identity="", nas_ip="", unifi_site=""):
-    """The id of the venue a router names (by identity/NAS-Identifier first, then by address,
-    then by UniFi site), or MAIN_VENUE when none is known."""
+def named_by(engine, *, identity="", called_station="", nas_ip="", unifi_site=""):
+    """The id of the venue a router names (by identity/NAS-Identifier first, then by the network
+    in Called-Station-Id, then by address, then by UniFi site), or MAIN_VENUE when none is known."""
     where = []
     if identity:
         where.append(venue.c.nas_identifier == identity[:64])
+    if called_station:
+        where.append(venue.c.called_station.in_(station_names(called_station)))
     if nas_ip:
         where.append(venue.c.nas_ip == nas_ip[:45])
     if unifi_site:
@@ -88,6 +94,16 @@ def named_by(engine, *, identity="", nas_ip="", unifi_site=""):
             if found is not None:
                 return found
     return MAIN_VENUE
+
+
+def station_names(called_station):
+    """What a venue's called_station may be for a Called-Station-Id: the network name after the
+    access point's MAC ("AA-BB-CC-DD-EE-FF:Arbat Guest" -> "Arbat Guest"), and the whole value."""
+    names = [called_station[:64]]
+    match = STATION.fullmatch(called_station)
+    if match:
+        names.insert(0, match[1][:64])
+    return names
 
 
 def current():
@@ -142,6 +158,10 @@ def read_form(form, *, is_main=False, has_faskey=False):
     if len(identity) > 64 or _has_control(identity):
         errors["nas_identifier"] = (N_("At most 64 characters, without control characters."), {})
     values["nas_identifier"] = identity or None
+    station = text["called_station"]
+    if len(station) > 64 or _has_control(station):
+        errors["called_station"] = (N_("At most 64 characters, without control characters."), {})
+    values["called_station"] = station or None
     if text["nas_ip"]:
         try:
             values["nas_ip"] = str(ipaddress.ip_address(text["nas_ip"]))
@@ -201,7 +221,8 @@ def save(engine, values, venue_id=None):
 
 def _clash(conn, values, venue_id):
     errors = {}
-    for name in ("slug", "nas_identifier", "nas_ip", "unifi_site", "opennds_gateway"):
+    for name in ("slug", "nas_identifier", "called_station", "nas_ip", "unifi_site",
+                 "opennds_gateway"):
         if values.get(name) is None:
             continue
         other = conn.execute(select(venue.c.slug).where(getattr(venue.c, name) == values[name],

@@ -229,8 +229,8 @@ def test_the_venue_form_keeps_the_faskey_secret(app, arbat):
     form = {"slug": "arbat", "name": "Arbat", "opennds_gateway": GATEWAY, "opennds_faskey": ""}
     # Blank keeps the stored key; a new venue must give one; a bad one is refused.
     assert venues.read_form(form, has_faskey=True) == {
-        "slug": "arbat", "name": "Arbat", "nas_identifier": None, "nas_ip": None,
-        "unifi_site": None, "opennds_gateway": GATEWAY}
+        "slug": "arbat", "name": "Arbat", "nas_identifier": None, "called_station": None,
+        "nas_ip": None, "unifi_site": None, "opennds_gateway": GATEWAY}
     with pytest.raises(venues.Invalid) as missing:
         venues.read_form(form)
     assert "opennds_faskey" in missing.value.errors

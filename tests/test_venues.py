@@ -19,7 +19,7 @@ from admin_support import (ADMIN_PASSWORD, Admin, admin, command_config,  # noqa
 from conftest import notify, settle
 from sqlalchemy import func, select
 
-from portal import auth, settings, storage, venues
+from portal import auth, sessions, settings, storage, venues
 from portal.storage import MAIN_VENUE, access_session, audit, verification
 
 RADIUS_TOKEN = "radius-token-0123456789"
@@ -133,6 +133,31 @@ def test_a_guest_belongs_to_the_venue_its_router_names_and_only_that_router_lets
             .join(storage.nas_session,
                   storage.nas_session.c.access_session_id == access_session.c.id)).all())
     assert volume == {arbat: 1000, tverskaya: 2000}
+
+
+def test_access_points_name_their_venue_by_the_network_in_called_station_id(app):
+    # Access points that all send the same NAS-Identifier (or their own MAC as one): the
+    # network name after the MAC in Called-Station-Id names the venue.
+    arbat = add_venue(app, "arbat", called_station="Arbat Guest")
+    whole = add_venue(app, "lobby", called_station="02-00-00-00-00-AA")
+    mac = "02:00:00:00:00:07"
+    open_session_at(app, mac, arbat)
+    for station in ("AA-BB-CC-DD-EE-01:Arbat Guest", "aa:bb:cc:dd:ee:02:Arbat Guest"):
+        assert authorize(app, mac, **{"Called-Station-Id": station,
+                                      "NAS-Identifier": "UniFi"}).status_code == 200
+    # Another network, a station no venue names, or only a look-alike: not arbat's router.
+    for station in ("AA-BB-CC-DD-EE-01:Tver Guest", "Arbat Guest!", "02-00-00-00-00-AA"):
+        assert authorize(app, mac, **{"Called-Station-Id": station}).status_code == 401
+    assert venues.named_by(engine_of(app), called_station="02-00-00-00-00-AA") == whole
+    # A NAS-Identifier a venue has wins over the network.
+    add_venue(app, "tver", nas_identifier="AP-Tver")
+    assert authorize(app, mac, **{"Called-Station-Id": "AA-BB-CC-DD-EE-01:Arbat Guest",
+                                  "NAS-Identifier": "AP-Tver"}).status_code == 401
+
+
+def open_session_at(app, mac, venue_id):
+    with storage.begin(engine_of(app)) as conn:
+        sessions.grant_access(conn, mac, "10.5.50.7", "+79161230007", 60, venue_id=venue_id)
 
 
 def test_a_unifi_site_names_its_venue(cfg):

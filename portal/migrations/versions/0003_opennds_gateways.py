@@ -1,4 +1,5 @@
-"""openNDS gateways as venues of a chain: callpass as their remote FAS (portal/opennds_remote.py).
+"""openNDS gateways as venues of a chain: callpass as their remote FAS (portal/opennds_remote.py);
+and a venue named by the Wi-Fi network in RADIUS's Called-Station-Id.
 
 A venue may name an openNDS gateway (its gatewayname) with that gateway's faskey; a verification
 started through one keeps the token the gateway will let its device in by. openNDS makes each
@@ -22,6 +23,8 @@ def upgrade():
     op.add_column("venue", sa.Column("opennds_gateway", sa.String(64), nullable=True))
     op.add_column("venue", sa.Column("opennds_faskey", sa.String(128), nullable=True))
     op.create_index("ix_venue_opennds_gateway", "venue", ["opennds_gateway"], unique=True)
+    op.add_column("venue", sa.Column("called_station", sa.String(64), nullable=True))
+    op.create_index("ix_venue_called_station", "venue", ["called_station"], unique=True)
     op.add_column("verification", sa.Column("gateway_token", sa.String(64), nullable=True))
     op.create_table(
         "opennds_node",
@@ -39,5 +42,6 @@ def downgrade():
     op.drop_table("opennds_node")
     op.drop_column("verification", "gateway_token")
     op.drop_index("ix_venue_opennds_gateway", table_name="venue")
-    for column in ("opennds_faskey", "opennds_gateway"):
+    op.drop_index("ix_venue_called_station", table_name="venue")
+    for column in ("called_station", "opennds_faskey", "opennds_gateway"):
         op.drop_column("venue", column)
