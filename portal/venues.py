@@ -173,7 +173,10 @@ def read_form(form, *, is_main=False, has_faskey=False):
         errors["unifi_site"] = (N_("Use letters, digits, dots, dashes and underscores."), {})
     values["unifi_site"] = text["unifi_site"] or None
     gateway, faskey = text["opennds_gateway"], form.get(SECRET, "").strip()
-    if gateway and not GATEWAY_NAME.fullmatch(gateway):
+    if gateway and is_main:
+        # The main venue's guests are the local gateway's (and every unnamed router's).
+        errors["opennds_gateway"] = (N_("Add a venue of its own for an openNDS gateway."), {})
+    elif gateway and not GATEWAY_NAME.fullmatch(gateway):
         errors["opennds_gateway"] = (N_("Use 1 to 64 letters, digits, dots, dashes and "
                                         "underscores."), {})
     values["opennds_gateway"] = gateway or None

@@ -246,6 +246,10 @@ def test_the_venue_form_keeps_the_faskey_secret(app, arbat):
         venues.save(engine, {**values, "slug": "copy"})
     assert "opennds_gateway" in clash.value.errors
     assert venues.by_id(engine, MAIN_VENUE).opennds_gateway is None
+    # The main venue's guests are the local gateway's: an openNDS gateway gets a venue of its own.
+    with pytest.raises(venues.Invalid) as main:
+        venues.read_form({**form, "slug": "main", "opennds_gateway": "elsewhere"}, is_main=True)
+    assert "opennds_gateway" in main.value.errors
 
 
 @pytest.mark.skipif(shutil.which("php") is None and os.environ.get("CI") != "true",
