@@ -26,8 +26,10 @@ is known from its first guest on). Otherwise, with payload "none" callpass answe
 separated, "rhid minutes 0 0 0 0" for each live session of the venue the gateway has not taken
 yet (authmon reads 1024 characters: about ten per poll, the oldest first). authmon runs
 `ndsctl auth` for each and posts back "* rhid …" for those openNDS let in: those sessions are then
-online (until then the guest is shown "connecting"). `clear` (authmon starting) forgets nothing:
-what is pending is read from the sessions, not kept aside.
+online (until then the guest is shown "connecting"). That is `auth_get=view` (9.x); with `list`
+(older authmon, which sends no acknowledgement) the entries count as taken once handed over.
+`clear` (authmon starting) forgets nothing: what is pending is read from the sessions, not kept
+aside.
 
 What openNDS's design leaves open, and what callpass does about it:
 - The poll is authenticated by the gatewayhash only, which anyone who knows the gatewayname and
@@ -47,7 +49,7 @@ import logging
 import math
 import re
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -242,7 +244,10 @@ def poll(slug):
         return "ack", 200, TEXT
     if action == "clear":
         return "ack", 200, TEXT
-    return "* " + " ".join(pending(engine, row.id)), 200, TEXT
+    entries = pending(engine, row.id)
+    if action == "list":  # older authmon: "list" hands the entries over, and no ack follows
+        acknowledge(engine, row.id, [unquote(entry).split()[0] for entry in entries])
+    return "* " + " ".join(entries), 200, TEXT
 
 
 def pending(engine, venue_id, now=None):

@@ -131,6 +131,15 @@ def test_a_guest_of_the_gateway_gets_in_when_the_gateway_takes_its_token(app, ar
         arbat: [("02:00:00:00:00:01", ANY)]}
 
 
+def test_an_older_authmon_that_lists_takes_the_entries_without_acknowledging(app, arbat):
+    browser = app.test_client()
+    arrive(browser, seal(details()))
+    row = sign_in(app, browser)
+    assert [entry[0] for entry in entries(poll(app.test_client(), action="list"))] == [rhid()]
+    assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "online"
+    assert entries(poll(app.test_client(), action="list")) == []
+
+
 def test_what_the_gateway_is_sent_fits_what_authmon_reads(app, arbat):
     engine = app.extensions["callpass"].engine
     for n in range(30):
