@@ -7,7 +7,7 @@ asks the same address for the guests to let in; callpass never reaches into the 
 is openNDS's level for a FAS elsewhere: the address is HTTPS, the guest's details are encrypted
 with the faskey, and openNDS's own `authmon` polls the FAS.
 
-The guest's arrival: `GET /opennds/<slug>/?fas=<base64 of base64 AES-256-CBC>&iv=<16 characters>`.
+The guest's arrival: `GET /opennds/<slug>/?fas=<base64 of base64 AES-256-CBC>&iv=<16 chars>`.
 The key is the faskey as PHP's openssl_encrypt takes it (cut or padded with zero bytes to 32). The
 plain text is openNDS's "hid=…, clientip=…, clientmac=…, gatewayname=…, …". Only this gateway's
 faskey opens it, so the device's MAC and address come from it (the router's word, as a UniFi
@@ -22,21 +22,22 @@ node's gatewayhash (sha256 of the name as openNDS URL-encodes it), kept in `open
 The gateway's poll: authmon (/usr/lib/opennds/authmon.sh, every nat_traversal_poll_interval
 seconds, 10 by default) POSTs `auth_get`, `gatewayhash` and `payload` (base64). A poll whose
 gatewayhash is no known node of the venue gets an empty list and changes nothing (a new gateway
-is known from its first guest on). Otherwise, with payload "none" callpass answers "* " and, URL-encoded and space
-separated, "rhid minutes 0 0 0 0" for each live session of the venue the gateway has not taken
-yet (authmon reads 1024 characters: about ten per poll, the oldest first). authmon runs
-`ndsctl auth` for each and posts back "* rhid …" for those openNDS let in: those sessions are then
-online (until then the guest is shown "connecting"). That is `auth_get=view` (9.x); with `list`
-(older authmon, which sends no acknowledgement) the entries count as taken once handed over.
-`clear` (authmon starting) forgets nothing: what is pending is read from the sessions, not kept
-aside.
+is known from its first guest on). Otherwise, with payload "none" callpass answers "* " and,
+URL-encoded and space separated, "rhid minutes 0 0 0 0" for each live session of the venue the
+gateway has not taken yet (authmon reads 1024 characters: about ten per poll, the oldest first).
+authmon runs `ndsctl auth` for each and posts back "* rhid …" for those openNDS let in: those
+sessions are then online (until then the guest is shown "connecting"). That is `auth_get=view`
+(9.x); with `list` (older authmon, which sends no acknowledgement) the entries count as taken
+once handed over. `clear` (authmon starting) forgets nothing: what is pending is read from the
+sessions, not kept aside.
 
 What openNDS's design leaves open, and what callpass does about it:
 - The poll is authenticated by the gatewayhash only, which anyone who knows the gatewayname and
   the gateway's MAC can compute. callpass never shows a gatewayname to guests, and the venue
-  form asks for one nobody guesses. Someone who knew it could read which tokens are pending (useless without the device)
-  or acknowledge them falsely (the guest is shown online while the gateway still holds it back,
-  until the wait page's link to the gateway's /opennds_auth/ lets it in).
+  form asks for one nobody guesses. Someone who knew both could read which tokens are pending
+  (useless without the device) or acknowledge them falsely (the guest is shown online while the
+  gateway still holds it back, until the wait page's link to the gateway's /opennds_auth/ lets
+  it in).
 - authmon only lets guests in: ending or shortening a session early does not reach the gateway,
   which keeps the guest until the minutes it was given run out. README says so.
 """
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("opennds_remote", __name__)
 
-MAX_IV = 16
+IV_LENGTH = 16      # openNDS's iv: 16 characters
 MAX_AUTHLIST = 1024 - 2     # what authmon reads of an answer, after "* "
 MAX_ACKS = 200
 SEEN_EVERY = timedelta(seconds=60)   # how often a gateway's last poll is written down
@@ -84,7 +85,7 @@ def aes_key(faskey):
 
 def decrypt(fas, iv, faskey):
     """The plain text of a level 3 fas, or None when it is not one made with faskey."""
-    if not isinstance(fas, str) or not isinstance(iv, str) or len(iv) != MAX_IV or \
+    if not isinstance(fas, str) or not isinstance(iv, str) or len(iv) != IV_LENGTH or \
             not fas or len(fas) > 2 * opennds.MAX_FAS_LENGTH:
         return None
     try:
@@ -191,6 +192,8 @@ def arrival(slug):
         return redirect(url_for("guest.index", status="authenticated",
                                 redir=request.args.get("redir", "")[:opennds.MAX_ORIGIN_LENGTH]),
                         code=303)
+    if "fas" not in request.args:
+        return redirect(url_for("guest.index"), code=303)
     text = decrypt(request.args.get("fas"), request.args.get("iv"), row.opennds_faskey)
     accepted = accept(text, row) if text else None
     if accepted is None:
