@@ -7,6 +7,10 @@ asks the same address for the guests to let in; callpass never reaches into the 
 is openNDS's level for a FAS elsewhere: the address is HTTPS, the guest's details are encrypted
 with the faskey, and openNDS's own `authmon` polls the FAS.
 
+A device the gateway sends to callpass while its session is live is one the gateway forgot (a
+reboot): its session is offered again with the device's new token, and it is "connecting" until
+the gateway says it let it in.
+
 The guest's arrival: `GET /opennds/<slug>/?fas=<base64 of base64 AES-256-CBC>&iv=<16 chars>`.
 The key is the faskey as PHP's openssl_encrypt takes it (cut or padded with zero bytes to 32). The
 plain text is openNDS's "hid=…, clientip=…, clientmac=…, gatewayname=…, …". Only this gateway's
@@ -201,8 +205,30 @@ def arrival(slug):
     else:
         context, (gatewayhash, node_mac) = accepted
         note_node(services().engine, row.id, gatewayhash, node_mac)
+        reoffer(services().engine, row.id, context["mac"], context["token"])
         routers.remember(context)
     return redirect(url_for("guest.index"), code=303)
+
+
+def reoffer(engine, venue_id, mac, token):
+    """The gateway sent a device here that has a live session at its venue: the gateway forgot it
+    (a reboot, an openNDS restart). Offer the session again, by the device's new token."""
+    now = utcnow()
+    with storage.begin(engine) as conn:
+        live = conn.execute(select(access_session.c.id, access_session.c.verification_id)
+                            .where(access_session.c.mac == mac,
+                                   access_session.c.venue_id == venue_id,
+                                   access_session.c.ended_at.is_(None),
+                                   access_session.c.ends_at > now,
+                                   access_session.c.verification_id.is_not(None))).first()
+        if live is None:
+            return
+        conn.execute(update(verification).where(verification.c.id == live.verification_id)
+                     .values(gateway_token=token))
+        conn.execute(update(access_session).where(access_session.c.id == live.id)
+                     .values(firewall_at=None))
+    log.info("openNDS gateway of venue id %s: %s came back with its session live; offered again",
+             venue_id, mac)
 
 
 def gateway_token():

@@ -6,8 +6,10 @@ chain's central site would run it (deploy/central/haproxy.cfg with an HTTPS bind
 The venue is added with `callpass venue add --opennds-gateway … --faskey -`. Guest 1's browsing
 is sent to `https://portal.test/opennds/cafe/?fas=…&iv=…`; it types a phone, the simulator calls,
 and openNDS's authmon, asking callpass every 10 s, lets guest 1 in and says so, after which the
-guest is shown online. Guest 2 stays captive. See tests/opennds_support.py for how openNDS is
-contained (its /etc/hosts names portal.test, and its PHP trusts only the test's CA).
+guest is shown online. Guest 2 stays captive. When the gateway forgets guest 1 (a reboot), guest 1
+is sent to callpass again and let in again, for the rest of the same session. See
+tests/opennds_support.py for how openNDS is contained (its /etc/hosts names portal.test, and its
+PHP trusts only the test's CA).
 """
 
 import hashlib
@@ -240,4 +242,16 @@ def test_the_gateway_lets_a_guest_in_after_the_call_through_its_authmon(site, tm
         venue_id = conn.execute(select(venue.c.id).where(venue.c.slug == "cafe")).scalar()
     assert opennds_remote.nodes(site.engine)[venue_id][0][0] == \
         opennds_remote.colons(details["gatewaymac"])
+
+    # The gateway forgets guest 1 (as after a reboot): its browsing goes to callpass again, and
+    # within a poll the gateway lets it in again, for the rest of the same session.
+    assert site.nds.ndsctl("deauth", site.guest1.mac).returncode == 0
+    assert not reaches_internet(site, "guest1")
+    code, page = curl(site, "guest1", "-L", "-b", str(jar), "-c", str(jar), probe(site, "guest1"))
+    assert code == 0
+    assert wait_until(lambda: reaches_internet(site, "guest1"), seconds=40), \
+        site.nds.log_path.read_text()[-3000:]
+    assert wait_until(lambda: access() == "online", seconds=15), access()
+    with site.engine.connect() as conn:
+        assert len(conn.execute(select(verification)).all()) == 1
     assert site.nds.ndsctl("deauth", site.guest1.mac).returncode == 0

@@ -131,6 +131,24 @@ def test_a_guest_of_the_gateway_gets_in_when_the_gateway_takes_its_token(app, ar
         arbat: [("02:00:00:00:00:01", ANY)]}
 
 
+def test_a_device_the_gateway_forgot_is_offered_again_with_its_new_token(app, arbat):
+    browser = app.test_client()
+    arrive(browser, seal(details()))
+    row = sign_in(app, browser)
+    poll(app.test_client(), "* " + rhid())
+    assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "online"
+    # The gateway rebooted: it sends the device to callpass again, with a new hid.
+    arrive(browser, seal(details(hid="ef" * 32)))
+    assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "connecting"
+    assert [entry[0] for entry in entries(poll(app.test_client()))] == [rhid("ef" * 32)]
+    poll(app.test_client(), "* " + rhid("ef" * 32))
+    assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "online"
+    # No second session, no second verification.
+    with app.extensions["callpass"].engine.connect() as conn:
+        assert len(conn.execute(select(access_session)).all()) == 1
+        assert len(conn.execute(select(verification)).all()) == 1
+
+
 def test_an_older_authmon_that_lists_takes_the_entries_without_acknowledging(app, arbat):
     browser = app.test_client()
     arrive(browser, seal(details()))
