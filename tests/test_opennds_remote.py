@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 from unittest.mock import ANY
 
 import pytest
+from admin_support import admin  # noqa: F401
 from conftest import notify, settle
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -296,3 +297,20 @@ def test_callpass_opens_what_openndss_own_php_seals(app, arbat):
     assert opennds_remote.gateway_hash(GATEWAY) == subprocess.run(
         ["php", "-r", f"echo openssl_digest('{GATEWAY}', 'sha256');"],
         capture_output=True, text=True, timeout=20).stdout
+
+
+def test_the_venues_page_shows_each_gateway_device_and_never_the_key(app, arbat, admin):
+    page = admin.get("/admin/venues").get_data(as_text=True)
+    assert "no guest has come through it yet" in page
+    arrive(app.test_client(), seal(details()))
+    page = admin.get("/admin/venues").get_data(as_text=True)
+    row = page.split('id="venue-arbat"', 1)[1].split("</tr>", 1)[0]
+    assert GATEWAY in row and "gateway 02:00:00:00:00:01, last heard from at" in row
+    form = admin.get(f"/admin/venues/{arbat}").get_data(as_text=True)
+    assert FASKEY not in form and "/opennds/arbat/" in form and "Set. Leave blank" in form
+    # Saving the form without touching the key keeps it.
+    saved = admin.post(f"/admin/venues/{arbat}", {"slug": "arbat", "name": "Arbat",
+                                                 "opennds_gateway": GATEWAY},
+                       page=f"/admin/venues/{arbat}")
+    assert saved.status_code == 303
+    assert venues.by_id(app.extensions["callpass"].engine, arbat).opennds_faskey == FASKEY
