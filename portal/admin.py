@@ -924,18 +924,23 @@ def venues_page():
 @bp.get("/venues/<int:venue_id>", endpoint="venue_page")
 def venue_page(venue_id=None):
     """Add a venue, or change one's name and the router names that identify it."""
-    typed = {}
-    if venue_id is not None:
-        row = venues.by_id(services().engine, venue_id)
-        if row is None:
-            abort(404)
-        typed = {name: getattr(row, name) for name in venues.FIELDS}
-    return render_venue(venue_id, typed, {})
+    row = venue_or_404(venue_id)
+    typed = {name: getattr(row, name) for name in venues.FIELDS} if row else {}
+    return render_venue(venue_id, row, typed, {})
 
 
-def render_venue(venue_id, typed, errors, status=200):
+def venue_or_404(venue_id):
+    """The venue row of a page about venue_id (None: a new venue); 404 when there is none."""
+    if venue_id is None:
+        return None
+    row = venues.by_id(services().engine, venue_id)
+    if row is None:
+        abort(404)
+    return row
+
+
+def render_venue(venue_id, row, typed, errors, status=200):
     messages = {key: _(msgid, **params) for key, (msgid, params) in errors.items()}
-    row = venues.by_id(services().engine, venue_id) if venue_id is not None else None
     return render_template("admin/venue.html", venue_id=venue_id, typed=typed, errors=messages,
                            is_main=venue_id == MAIN_VENUE,
                            has_faskey=bool(row and row.opennds_faskey),
@@ -947,16 +952,14 @@ def render_venue(venue_id, typed, errors, status=200):
 @bp.post("/venues/<int:venue_id>", endpoint="save_venue")
 def save_venue(venue_id=None):
     svc = services()
-    if venue_id is not None and venues.by_id(svc.engine, venue_id) is None:
-        abort(404)
+    row = venue_or_404(venue_id)
     typed = {name: request.form.get(name, "")[:200] for name in venues.FIELDS}
     try:
-        row = venues.by_id(svc.engine, venue_id) if venue_id is not None else None
         values = venues.read_form(request.form, is_main=venue_id == MAIN_VENUE,
                                   has_faskey=bool(row and row.opennds_faskey))
         saved_id = venues.save(svc.engine, values, venue_id)
     except venues.Invalid as exc:
-        return render_venue(venue_id, typed, exc.errors, 400)
+        return render_venue(venue_id, row, typed, exc.errors, 400)
     note(audit.VENUE_ADD if venue_id is None else audit.VENUE_CHANGE, venues.filled(values))
     flash(_("Venue %(slug)s saved.", slug=values["slug"]), "ok")
     return redirect(url_for("admin.venue_page", venue_id=saved_id), code=303)

@@ -59,11 +59,12 @@ from urllib.parse import quote, unquote
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from flask import Blueprint, abort, redirect, request, url_for
+from limits import parse
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import opennds, routers, services, storage
-from .extensions import limiter
+from .extensions import hit, limiter
 from .firewall import normalise_mac
 from .sessions import seconds_until
 from .storage import access_session, opennds_node, utcnow, venue, verification
@@ -75,7 +76,8 @@ bp = Blueprint("opennds_remote", __name__)
 IV_LENGTH = 16      # openNDS's iv: 16 characters
 MAX_AUTHLIST = 1024 - 2     # what authmon reads of an answer, after "* "
 MAX_ACKS = 200
-SEEN_EVERY = timedelta(seconds=60)   # how often a gateway's last poll is written down
+SEEN_EVERY = timedelta(seconds=60)
+IGNORED_LOGGED = parse("20 per minute")  # ignored arrivals logged per address   # how often a gateway's last poll is written down
 _TOKEN = re.compile(r"[0-9a-f]{64}")
 TEXT = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
 
@@ -201,7 +203,9 @@ def arrival(slug):
     text = decrypt(request.args.get("fas"), request.args.get("iv"), row.opennds_faskey)
     accepted = accept(text, row) if text else None
     if accepted is None:
-        log.warning("openNDS gateway of venue %s: ignored a fas that is not its own", row.slug)
+        if hit(IGNORED_LOGGED, "opennds-ignored", request.remote_addr or ""):  # no log flood
+            log.warning("openNDS gateway of venue %s: ignored a fas that is not its own from %s",
+                        row.slug, request.remote_addr)
     else:
         context, (gatewayhash, node_mac) = accepted
         note_node(services().engine, row.id, gatewayhash, node_mac)
@@ -212,15 +216,19 @@ def arrival(slug):
 
 def reoffer(engine, venue_id, mac, token):
     """The gateway sent a device here that has a live session at its venue: the gateway forgot it
-    (a reboot, an openNDS restart). Offer the session again, by the device's new token."""
+    (a reboot, an openNDS restart; openNDS then gives the device a new token). Offer the session
+    again, by that new token. The same fas again (a reload, or a replay by someone who saw it go
+    by) changes nothing."""
     now = utcnow()
     with storage.begin(engine) as conn:
         live = conn.execute(select(access_session.c.id, access_session.c.verification_id)
+                            .join(verification,
+                                  verification.c.id == access_session.c.verification_id)
                             .where(access_session.c.mac == mac,
                                    access_session.c.venue_id == venue_id,
                                    access_session.c.ended_at.is_(None),
                                    access_session.c.ends_at > now,
-                                   access_session.c.verification_id.is_not(None))).first()
+                                   verification.c.gateway_token != token)).first()
         if live is None:
             return
         conn.execute(update(verification).where(verification.c.id == live.verification_id)

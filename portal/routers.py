@@ -120,9 +120,9 @@ def mikrotik():
         return redirect(url_for("guest.index"), code=303)
     venue_id = venues.named_by(services().engine, identity=values.get("identity", "").strip())
     remember({"kind": "mikrotik", "venue": venue_id, "mac": mac, "ip": ip,
-               "login_url": login_url,
-               "dst": safe_url(values.get("link-orig")),
-               "chap_id": chap_id.hex(), "chap_challenge": challenge.hex()})
+              "login_url": login_url,
+              "dst": safe_url(values.get("link-orig")),
+              "chap_id": chap_id.hex(), "chap_challenge": challenge.hex()})
     return redirect(url_for("guest.index"), code=303)
 
 
@@ -133,9 +133,9 @@ def unifi(site):
     if mac is not None:
         venue_id = venues.named_by(services().engine, unifi_site=site)
         remember({"kind": "unifi", "venue": venue_id, "mac": mac,
-                   "ip": request.remote_addr or "",
-                   "dst": safe_url(request.args.get("url")),
-                   "ssid": request.args.get("ssid", "")[:64]})
+                  "ip": request.remote_addr or "",
+                  "dst": safe_url(request.args.get("url")),
+                  "ssid": request.args.get("ssid", "")[:64]})
     return redirect(url_for("guest.index"), code=303)
 
 

@@ -44,15 +44,21 @@ def opennds_missing():
 
 def opennds_conf(topo, *, fasport, faskey):
     """deploy/opennds/opennds.conf, the shipped legacy config, with the test's addresses."""
-    values = {"GatewayInterface": topo.lan_iface, "fasremoteip": topo.gateway.ip,
-              "fasport": str(fasport), "faskey": faskey, "gatewayport": str(GATEWAY_PORT)}
+    return shipped_conf(SHIPPED_CONF, {
+        "GatewayInterface": topo.lan_iface, "fasremoteip": topo.gateway.ip,
+        "fasport": str(fasport), "faskey": faskey, "gatewayport": str(GATEWAY_PORT)})
+
+
+def shipped_conf(path, values):
+    """The shipped legacy config file at path with the options in values set to the test's."""
+    values = dict(values)
     lines = []
-    for line in SHIPPED_CONF.read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         key = line.split(" ", 1)[0]
         if key in values:
             line = f"{key} {values.pop(key)}"
         lines.append(line)
-    assert not values, f"deploy/opennds/opennds.conf lacks {', '.join(values)}"
+    assert not values, f"{Path(path).name} lacks {', '.join(values)}"
     return "\n".join(lines) + "\n"
 
 

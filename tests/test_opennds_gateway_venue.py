@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from conftest import wait_until
 from netns import Topology, requirements_missing
-from opennds_support import GATEWAY_PORT, OpenNDSGateway, opennds_missing
+from opennds_support import GATEWAY_PORT, OpenNDSGateway, opennds_missing, shipped_conf
 from serve_support import SECRET, TOKEN, write_config
 from sqlalchemy import select
 
@@ -54,17 +54,10 @@ def missing():
 
 def venue_conf(topo):
     """deploy/opennds/opennds-venue.conf with the test's addresses and names."""
-    values = {"GatewayInterface": topo.lan_iface, "GatewayName": GATEWAY_NAME,
-              "fasremotefqdn": HOST, "fasremoteip": topo.upstream.ip, "fasport": "443",
-              "faspath": "/opennds/cafe/", "faskey": FASKEY, "gatewayport": str(GATEWAY_PORT)}
-    lines = []
-    for line in SHIPPED.read_text().splitlines():
-        key = line.split(" ", 1)[0]
-        if key in values:
-            line = f"{key} {values.pop(key)}"
-        lines.append(line)
-    assert not values, f"{SHIPPED.name} lacks {', '.join(values)}"
-    return "\n".join(lines) + "\n"
+    return shipped_conf(SHIPPED, {
+        "GatewayInterface": topo.lan_iface, "GatewayName": GATEWAY_NAME, "fasremotefqdn": HOST,
+        "fasremoteip": topo.upstream.ip, "fasport": "443", "faspath": "/opennds/cafe/",
+        "faskey": FASKEY, "gatewayport": str(GATEWAY_PORT)})
 
 
 def make_certificate(folder):

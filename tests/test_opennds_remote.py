@@ -138,6 +138,10 @@ def test_a_device_the_gateway_forgot_is_offered_again_with_its_new_token(app, ar
     row = sign_in(app, browser)
     poll(app.test_client(), "* " + rhid())
     assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "online"
+    # The same fas again (a reload, or someone replaying what they saw go by): nothing changes.
+    arrive(app.test_client(), seal(details()))
+    assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "online"
+    assert entries(poll(app.test_client())) == []
     # The gateway rebooted: it sends the device to callpass again, with a new hid.
     arrive(browser, seal(details(hid="ef" * 32)))
     assert browser.get(f"/api/verifications/{row.token}").get_json()["access"] == "connecting"
@@ -314,3 +318,11 @@ def test_the_venues_page_shows_each_gateway_device_and_never_the_key(app, arbat,
                        page=f"/admin/venues/{arbat}")
     assert saved.status_code == 303
     assert venues.by_id(app.extensions["callpass"].engine, arbat).opennds_faskey == FASKEY
+
+
+def test_a_flood_of_forged_arrivals_does_not_flood_the_log(app, arbat, caplog):
+    browser = app.test_client()
+    for _ in range(30):
+        arrive(browser, {"fas": "bm90IGEgZmFz", "iv": "0123456789abcdef"})
+    ignored = [r for r in caplog.records if "ignored a fas" in r.getMessage()]
+    assert 1 <= len(ignored) <= 20
