@@ -5,7 +5,7 @@ firewall hear of it) and is shown a neutral message. Blocking also ends the open
 the waiting verifications of that phone or device, so the block holds at once.
 """
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 
 from . import sessions, storage, verification
 from .storage import access_session, blocked, utcnow
@@ -22,10 +22,7 @@ class AlreadyBlocked(Exception):
 def is_blocked(engine, phone, mac):
     """Whether phone (E.164) or mac is blocked."""
     with engine.connect() as conn:
-        found = conn.execute(select(blocked.c.id).where(or_(
-            (blocked.c.kind == PHONE) & (blocked.c.value == phone),
-            (blocked.c.kind == MAC) & (blocked.c.value == mac))).limit(1)).first()
-    return found is not None
+        return verification.is_blocked(conn, phone, mac)
 
 
 def block(engine, kind, value, reason, admin):

@@ -15,6 +15,7 @@ import time
 
 from flask import Blueprint, request
 from limits import parse
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 
 from . import phone, services, settings, storage, verification
@@ -30,6 +31,9 @@ MAX_FIELDS = 30
 MAX_VALUE = 200
 REFUSALS = parse("30 per minute")  # refused notifications recorded per address
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+# Built once (see verification.WAITING_FOR): the verdict of a notification, once it is known.
+SET_VERDICT = (update(notification).where(notification.c.id == bindparam("notification_id"))
+               .values(verdict=bindparam("new_verdict"), reason=bindparam("new_reason")))
 
 
 @bp.route("/callback/smsc/<token>", methods=["GET", "POST"])
@@ -83,15 +87,15 @@ def record_call(engine, record):
         return settings.current(venue_id)["portal"]
 
     with storage.begin(engine) as conn:
-        notification_id = conn.execute(notification.insert().values(
-            **row_values(record), verdict="accepted", reason="")).inserted_primary_key[0]
+        notification_id = conn.execute(notification.insert(), dict(
+            row_values(record), verdict="accepted", reason="")).inserted_primary_key[0]
         confirmed = verification.confirm_call(conn, record["phone"], rules)
         if confirmed:
             verdict, reason = "accepted", f"confirmed {len(confirmed)} verification(s)"
         else:
             verdict, reason = "unmatched", "nobody with this phone is waiting for a call"
-        conn.execute(notification.update().where(notification.c.id == notification_id)
-                     .values(verdict=verdict, reason=reason))
+        conn.execute(SET_VERDICT, {"notification_id": notification_id, "new_verdict": verdict,
+                                   "new_reason": reason})
     return confirmed
 
 
@@ -138,8 +142,8 @@ def row_values(record):
 def save(record, verdict, reason):
     """Add one row to the notification log."""
     with storage.begin(services().engine) as conn:
-        conn.execute(notification.insert().values(**row_values(record), verdict=verdict,
-                                                  reason=reason))
+        conn.execute(notification.insert(), dict(row_values(record), verdict=verdict,
+                                                 reason=reason))
 
 
 def ok():

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import storage
@@ -48,6 +48,27 @@ CHECK_SECONDS = 5.0        # how often the table's presence is checked (a missin
 DRIFT_SECONDS = 60         # a kernel timeout this far off the session's end is set again
 
 
+def _kept_here():
+    """Sessions this firewall lets through: not those of a venue with a remote openNDS gateway."""
+    return access_session.c.venue_id.not_in(select(venue.c.id).where(
+        venue.c.opennds_gateway.is_not(None)))
+
+
+# The worker's statements for each batch, built once (see verification.WAITING_FOR).
+QUEUED = (select(firewall_change.c.id, firewall_change.c.mac)
+          .order_by(firewall_change.c.id).limit(bindparam("batch")))
+LIVE_OF_MACS = (select(access_session.c.id, access_session.c.mac, access_session.c.ends_at)
+                .where(access_session.c.mac.in_(bindparam("macs", expanding=True)),
+                       access_session.c.ended_at.is_(None),
+                       access_session.c.ends_at > bindparam("now"), _kept_here()))
+MARK_ONLINE = (update(access_session)
+               .where(access_session.c.id.in_(bindparam("session_ids", expanding=True)),
+                      access_session.c.firewall_at.is_(None))
+               .values(firewall_at=bindparam("now")))
+UNQUEUE = delete(firewall_change).where(
+    firewall_change.c.id.in_(bindparam("queue_ids", expanding=True)))
+
+
 def apply_pending(engine, firewall, batch=BATCH):
     """Apply every queued MAC's current state to the firewall; returns how many MACs were applied.
 
@@ -56,16 +77,14 @@ def apply_pending(engine, firewall, batch=BATCH):
     applied = 0
     while True:
         with engine.connect() as conn:
-            queued = conn.execute(select(firewall_change.c.id, firewall_change.c.mac)
-                                  .order_by(firewall_change.c.id).limit(batch)).all()
+            queued = conn.execute(QUEUED, {"batch": batch}).all()
         if not queued:
             return applied
         macs = sorted({row.mac for row in queued})
         online = _apply_state(engine, firewall, macs)
         with storage.begin(engine) as conn:
             _mark_online(conn, online)
-            conn.execute(delete(firewall_change)
-                         .where(firewall_change.c.id.in_([row.id for row in queued])))
+            conn.execute(UNQUEUE, {"queue_ids": [row.id for row in queued]})
         applied += len(macs)
 
 
@@ -74,21 +93,11 @@ def _apply_state(engine, firewall, macs):
     Returns the ids of the sessions it let through."""
     now = utcnow()
     with engine.connect() as conn:
-        live = conn.execute(select(access_session.c.id, access_session.c.mac,
-                                   access_session.c.ends_at)
-                            .where(access_session.c.mac.in_(macs),
-                                   access_session.c.ended_at.is_(None),
-                                   access_session.c.ends_at > now, _kept_here())).all()
+        live = conn.execute(LIVE_OF_MACS, {"macs": macs, "now": now}).all()
     wanted = seconds_wanted(live)
     firewall.apply([("allow", mac, wanted[mac]) if mac in wanted else ("revoke", mac)
                     for mac in macs])
     return [row.id for row in live]
-
-
-def _kept_here():
-    """Sessions this firewall lets through: not those of a venue with a remote openNDS gateway."""
-    return access_session.c.venue_id.not_in(select(venue.c.id).where(
-        venue.c.opennds_gateway.is_not(None)))
 
 
 def seconds_wanted(live):
@@ -104,10 +113,7 @@ def _mark_online(conn, session_ids):
     """Record that the firewall now lets these sessions' MACs through."""
     now = utcnow()
     for first in range(0, len(session_ids), 500):
-        conn.execute(update(access_session)
-                     .where(access_session.c.id.in_(session_ids[first:first + 500]),
-                            access_session.c.firewall_at.is_(None))
-                     .values(firewall_at=now))
+        conn.execute(MARK_ONLINE, {"session_ids": session_ids[first:first + 500], "now": now})
 
 
 def sync_all(engine, firewall, batch=BATCH):

@@ -272,11 +272,11 @@ def one_device_per_phone(svc, typed, number, mac):
     """
     with svc.engine.connect() as conn:
         waiting = verification.waiting_for(conn, number)
+        last = verification.last_attempt(conn, number, mac) if waiting is None else None
     if waiting is not None and waiting.mac == mac:
         return redirect(wait_url(waiting.token), code=303)
     if waiting is not None:
         return phone_busy(typed, waiting)
-    last = verification.last_attempt(svc.engine, number, mac)
     if last is None or verification.state_of(last) != verification.EXPIRED:
         return None
     free_at = last.expires_at + (last.expires_at - last.created_at)

@@ -12,16 +12,37 @@ import math
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 
 from . import storage
 from .config import MAX_SESSION_MINUTES
 from .storage import MAIN_VENUE, access_session, firewall_change, utcnow
 
+# The statements of every sign-in and every probe, built once (see verification.WAITING_FOR).
+END_OPEN_OF_MAC = (update(access_session)
+                   .where(access_session.c.mac == bindparam("device"),
+                          access_session.c.ended_at.is_(None))
+                   .values(ended_at=bindparam("now"), end_reason="replaced"))
+OPEN_OF_PHONE = (select(access_session.c.id, access_session.c.mac)
+                 .where(access_session.c.phone == bindparam("phone"),
+                        access_session.c.venue_id == bindparam("venue"),
+                        access_session.c.ended_at.is_(None),
+                        access_session.c.ends_at > bindparam("now"))
+                 .order_by(access_session.c.started_at.desc(), access_session.c.id.desc()))
+END_OPEN = (update(access_session)
+            .where(access_session.c.id == bindparam("session_id"),
+                   access_session.c.ended_at.is_(None))
+            .values(ended_at=bindparam("now"), end_reason=bindparam("reason")))
+ACTIVE_OF_MAC = (select(access_session)
+                 .where(access_session.c.mac == bindparam("device"),
+                        access_session.c.ended_at.is_(None),
+                        access_session.c.ends_at > bindparam("now"))
+                 .order_by(access_session.c.ends_at.desc()))
+
 
 def queue_firewall(conn, mac, now):
     """Tell the firewall worker that mac's sessions changed (inside the changing transaction)."""
-    conn.execute(firewall_change.insert().values(mac=mac, queued_at=now))
+    conn.execute(firewall_change.insert(), {"mac": mac, "queued_at": now})
 
 
 def grant_access(conn, mac, ip, phone, minutes, verification_id=None, devices_per_phone=0,
@@ -33,11 +54,8 @@ def grant_access(conn, mac, ip, phone, minutes, verification_id=None, devices_pe
     at that venue beyond that many are ended.
     """
     now = now or utcnow()
-    conn.execute(
-        update(access_session)
-        .where(access_session.c.mac == mac, access_session.c.ended_at.is_(None))
-        .values(ended_at=now, end_reason="replaced"))
-    session_id = conn.execute(access_session.insert().values(
+    conn.execute(END_OPEN_OF_MAC, {"device": mac, "now": now})
+    session_id = conn.execute(access_session.insert(), dict(
         verification_id=verification_id, mac=mac, ip=ip, phone=phone, venue_id=venue_id,
         started_at=now, ends_at=now + timedelta(minutes=minutes))).inserted_primary_key[0]
     queue_firewall(conn, mac, now)
@@ -50,12 +68,8 @@ def limit_devices(conn, phone, devices, now, venue_id=MAIN_VENUE):
     how many."""
     if devices < 1:
         return 0
-    open_rows = conn.execute(
-        select(access_session.c.id, access_session.c.mac)
-        .where(access_session.c.phone == phone, access_session.c.venue_id == venue_id,
-               access_session.c.ended_at.is_(None),
-               access_session.c.ends_at > now)
-        .order_by(access_session.c.started_at.desc(), access_session.c.id.desc())).all()
+    open_rows = conn.execute(OPEN_OF_PHONE,
+                             {"phone": phone, "venue": venue_id, "now": now}).all()
     for row in open_rows[devices:]:
         end_open(conn, row.id, row.mac, "device-limit", now)
     return max(0, len(open_rows) - devices)
@@ -64,10 +78,8 @@ def limit_devices(conn, phone, devices, now, venue_id=MAIN_VENUE):
 def end_open(conn, session_id, mac, reason, now):
     """End an open session inside the caller's transaction (the firewall worker is told through
     firewall_change); False when it was not open."""
-    ended = conn.execute(update(access_session)
-                         .where(access_session.c.id == session_id,
-                                access_session.c.ended_at.is_(None))
-                         .values(ended_at=now, end_reason=reason)).rowcount
+    ended = conn.execute(END_OPEN, {"session_id": session_id, "now": now,
+                                    "reason": reason}).rowcount
     if ended:
         queue_firewall(conn, mac, now)
     return ended == 1
@@ -102,11 +114,7 @@ def active_session(engine, mac):
     """The open, unexpired session of mac (online or still connecting), or None."""
     now = utcnow()
     with engine.connect() as conn:
-        return conn.execute(
-            select(access_session)
-            .where(access_session.c.mac == mac, access_session.c.ended_at.is_(None),
-                   access_session.c.ends_at > now)
-            .order_by(access_session.c.ends_at.desc())).first()
+        return conn.execute(ACTIVE_OF_MAC, {"device": mac, "now": now}).first()
 
 
 def is_online(session):

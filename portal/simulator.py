@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import requests
 from flask import Flask, Response, jsonify, redirect, render_template_string, request, url_for
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .phone import digits_of
 
@@ -338,6 +338,8 @@ def create_simulator_app(
     state = SimulatorState(callback_url=callback_url, secret=secret, signature=signature)
     app.extensions["smsc_simulator"] = state
     is_demo = not (login or password or apikey)
+    # One keep-alive session for every notification, as a provider keeps its connections open.
+    handler = requests.Session()
 
     def is_authorised(values):
         """True when the request carries the configured login+password or API key."""
@@ -413,7 +415,7 @@ def create_simulator_app(
         if secret and signature != "none":
             form[signature] = sign(phone, ts, secret, signature)
         try:
-            with requests.post(callback_url, data=form, timeout=NOTIFY_TIMEOUT_SECONDS) as answer:
+            with handler.post(callback_url, data=form, timeout=NOTIFY_TIMEOUT_SECONDS) as answer:
                 body = answer.text[:200]
                 status = answer.status_code
         except requests.RequestException as exc:
@@ -486,6 +488,13 @@ def create_simulator_app(
     return app
 
 
+class KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1: a client's connection stays open between requests, as a real provider's does
+    (Werkzeug's default, HTTP/1.0, costs a connection and a thread per request)."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class SimulatorServer:
     """The simulator served from a daemon thread; for tests and the demo."""
 
@@ -511,7 +520,8 @@ class SimulatorServer:
 
     def start(self) -> "SimulatorServer":
         """Bind the port and serve in a background thread."""
-        self.server = make_server(self.host, self.port, self.app, threaded=True)
+        self.server = make_server(self.host, self.port, self.app, threaded=True,
+                                  request_handler=KeepAliveHandler)
         bound_port = self.server.socket.getsockname()[1]
         url_host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{url_host}:{bound_port}"

@@ -283,8 +283,9 @@ def connect(url):
         def _sqlite_begin(conn):
             # A write transaction takes SQLite's write lock when it starts, so two writers queue
             # on the busy timeout instead of one failing at once when it upgrades a read.
+            # Straight to the driver: this runs for every connection a request uses.
             immediate = conn.get_execution_options().get("callpass_write")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     else:
         if url.startswith("postgresql://"):  # SQLAlchemy would pick psycopg2; callpass uses psycopg 3
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

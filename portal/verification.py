@@ -17,13 +17,40 @@ someone else's number would get online on that person's call.
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from . import sessions, storage
 from .provider import ProviderError
 from .storage import MAIN_VENUE, access_session, blocked, utcnow, verification
 
 PENDING, CONFIRMED, EXPIRED, FAILED = "pending", "confirmed", "expired", "failed"
+
+# The statements every guest's sign-in runs, built once with their values as bind parameters:
+# building a statement costs SQLAlchemy several times what running it costs SQLite.
+WAITING_FOR = (select(verification)
+               .where(verification.c.phone == bindparam("phone"),
+                      verification.c.state == PENDING,
+                      verification.c.expires_at > bindparam("now"))
+               .order_by(verification.c.id))
+LAST_ATTEMPT = (select(verification)
+                .where(verification.c.phone == bindparam("phone"),
+                       verification.c.mac == bindparam("mac"))
+                .order_by(verification.c.id.desc()).limit(1))
+BY_TOKEN = select(verification).where(verification.c.token == bindparam("token"))
+SESSION_OF = (select(access_session)
+              .where(access_session.c.verification_id == bindparam("verification_id"))
+              .order_by(access_session.c.id.desc()).limit(1))
+CONFIRM = (update(verification)
+           .where(verification.c.id == bindparam("verification_id"),
+                  verification.c.state == PENDING)
+           .values(state=CONFIRMED, confirmed_at=bindparam("now")))
+IS_BLOCKED = select(blocked.c.id).where(or_(
+    (blocked.c.kind == "phone") & (blocked.c.value == bindparam("phone")),
+    (blocked.c.kind == "mac") & (blocked.c.value == bindparam("device")))).limit(1)
+CALLED_RECENTLY = select(verification.c.id).where(
+    verification.c.phone == bindparam("phone"), verification.c.mac == bindparam("mac"),
+    verification.c.state == CONFIRMED, verification.c.call_number != "",
+    verification.c.confirmed_at >= bindparam("since")).limit(1)
 
 
 class PhoneWaiting(Exception):
@@ -36,18 +63,12 @@ class PhoneWaiting(Exception):
 
 def waiting_for(conn, phone, now=None):
     """The verification waiting for a call from phone right now, or None (at most one)."""
-    return conn.execute(select(verification).where(
-        verification.c.phone == phone, verification.c.state == PENDING,
-        verification.c.expires_at > (now or utcnow()))
-        .order_by(verification.c.id).limit(1)).first()
+    return conn.execute(WAITING_FOR, {"phone": phone, "now": now or utcnow()}).first()
 
 
-def last_attempt(engine, phone, mac):
+def last_attempt(conn, phone, mac):
     """The newest verification this device started for phone, or None."""
-    with engine.connect() as conn:
-        return conn.execute(select(verification).where(
-            verification.c.phone == phone, verification.c.mac == mac)
-            .order_by(verification.c.id.desc()).limit(1)).first()
+    return conn.execute(LAST_ATTEMPT, {"phone": phone, "mac": mac}).first()
 
 
 def start_verification(engine, provider, phone, mac, ip, minutes, venue_id=MAIN_VENUE,
@@ -76,16 +97,16 @@ def start_verification(engine, provider, phone, mac, ip, minutes, venue_id=MAIN_
         waiting = waiting_for(conn, phone, now)
         if waiting is not None:
             raise PhoneWaiting(waiting)
-        conn.execute(verification.insert().values(
-            **values, call_number=call_number, state=PENDING,
+        conn.execute(verification.insert(), dict(
+            values, call_number=call_number, state=PENDING,
             created_at=now, expires_at=now + timedelta(minutes=minutes)))
-    return find(engine, token)
+        return conn.execute(BY_TOKEN, {"token": token}).first()
 
 
 def find(engine, token):
     """The verification with this token, or None (read only: see `state_of`)."""
     with engine.connect() as conn:
-        return conn.execute(select(verification).where(verification.c.token == token)).first()
+        return conn.execute(BY_TOKEN, {"token": token}).first()
 
 
 def state_of(row):
@@ -98,9 +119,7 @@ def state_of(row):
 def session_of(engine, row):
     """The newest access session a confirmed verification opened, or None."""
     with engine.connect() as conn:
-        return conn.execute(select(access_session)
-                            .where(access_session.c.verification_id == row.id)
-                            .order_by(access_session.c.id.desc()).limit(1)).first()
+        return conn.execute(SESSION_OF, {"verification_id": row.id}).first()
 
 
 def expire_overdue(engine):
@@ -120,22 +139,17 @@ def confirm_call(conn, phone, rules):
     confirmed verification rows (empty when nobody with that phone is waiting).
     """
     now = utcnow()
-    waiting = conn.execute(select(verification).where(
-        verification.c.phone == phone, verification.c.state == PENDING,
-        verification.c.expires_at > now)).all()
-    if waiting and _is_blocked(conn, phone, [row.mac for row in waiting]):
-        # Blocked while it waited (a block during the provider's answer): the call opens nothing.
-        return []
+    waiting = conn.execute(WAITING_FOR, {"phone": phone, "now": now}).all()
     if len(waiting) > 1:
         # Only rows written before one-device-per-phone can get here: a call that could be
         # anyone's opens nobody.
         return []
+    if waiting and is_blocked(conn, phone, waiting[0].mac):
+        # Blocked while it waited (a block during the provider's answer): the call opens nothing.
+        return []
     confirmed = []
     for row in waiting:
-        changed = conn.execute(update(verification)
-                               .where(verification.c.id == row.id,
-                                      verification.c.state == PENDING)
-                               .values(state=CONFIRMED, confirmed_at=now)).rowcount
+        changed = conn.execute(CONFIRM, {"verification_id": row.id, "now": now}).rowcount
         if changed != 1:  # another transaction got there first
             continue
         portal = rules(row.venue_id)
@@ -147,12 +161,10 @@ def confirm_call(conn, phone, rules):
     return confirmed
 
 
-def _is_blocked(conn, phone, macs):
-    """Whether the phone or one of the devices is on the admin's block list (the kinds
-    blocklist.PHONE and blocklist.MAC, which imports this module)."""
-    return conn.execute(select(blocked.c.id).where(or_(
-        (blocked.c.kind == "phone") & (blocked.c.value == phone),
-        (blocked.c.kind == "mac") & blocked.c.value.in_(macs))).limit(1)).first() is not None
+def is_blocked(conn, phone, mac):
+    """Whether the phone or the device is on the admin's block list (the kinds blocklist.PHONE
+    and blocklist.MAC; blocklist imports this module, and asks it)."""
+    return conn.execute(IS_BLOCKED, {"phone": phone, "device": mac}).first() is not None
 
 
 def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_phone,
@@ -170,21 +182,18 @@ def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_p
     token = secrets.token_urlsafe(18)
     with storage.begin(engine) as conn:
         now = utcnow()
-        known = conn.execute(select(verification.c.id).where(
-            verification.c.phone == phone, verification.c.mac == mac,
-            verification.c.state == CONFIRMED, verification.c.call_number != "",
-            verification.c.confirmed_at >= now - timedelta(days=days)).limit(1)).first()
+        known = conn.execute(CALLED_RECENTLY, {"phone": phone, "mac": mac,
+                                               "since": now - timedelta(days=days)}).first()
         if known is None:
             return None
-        verification_id = conn.execute(verification.insert().values(
+        verification_id = conn.execute(verification.insert(), dict(
             token=token, phone=phone, mac=mac, ip=ip, call_number="", state=CONFIRMED,
             created_at=now, expires_at=now, confirmed_at=now, venue_id=venue_id,
-            gateway_token=gateway_token)
-        ).inserted_primary_key[0]
+            gateway_token=gateway_token)).inserted_primary_key[0]
         sessions.grant_access(conn, mac, ip, phone, session_minutes,
                               verification_id=verification_id,
                               devices_per_phone=devices_per_phone, now=now, venue_id=venue_id)
-    return find(engine, token)
+        return conn.execute(BY_TOKEN, {"token": token}).first()
 
 
 def is_remembered(row):
