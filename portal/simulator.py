@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import requests
 from flask import Flask, Response, jsonify, redirect, render_template_string, request, url_for
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from .phone import digits_of
 
@@ -488,13 +488,6 @@ def create_simulator_app(
     return app
 
 
-class KeepAliveHandler(WSGIRequestHandler):
-    """HTTP/1.1: a client's connection stays open between requests, as a real provider's does
-    (Werkzeug's default, HTTP/1.0, costs a connection and a thread per request)."""
-
-    protocol_version = "HTTP/1.1"
-
-
 class SimulatorServer:
     """The simulator served from a daemon thread; for tests and the demo."""
 
@@ -520,8 +513,7 @@ class SimulatorServer:
 
     def start(self) -> "SimulatorServer":
         """Bind the port and serve in a background thread."""
-        self.server = make_server(self.host, self.port, self.app, threaded=True,
-                                  request_handler=KeepAliveHandler)
+        self.server = make_server(self.host, self.port, self.app, threaded=True)
         bound_port = self.server.socket.getsockname()[1]
         url_host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{url_host}:{bound_port}"
