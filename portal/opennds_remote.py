@@ -76,8 +76,8 @@ bp = Blueprint("opennds_remote", __name__)
 IV_LENGTH = 16      # openNDS's iv: 16 characters
 MAX_AUTHLIST = 1024 - 2     # what authmon reads of an answer, after "* "
 MAX_ACKS = 200
-SEEN_EVERY = timedelta(seconds=60)
-IGNORED_LOGGED = parse("20 per minute")  # ignored arrivals logged per address   # how often a gateway's last poll is written down
+SEEN_EVERY = timedelta(seconds=60)      # how often a gateway's last poll is written down
+IGNORED_LOGGED = parse("20 per minute")  # ignored arrivals logged per address
 _TOKEN = re.compile(r"[0-9a-f]{64}")
 TEXT = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
 
