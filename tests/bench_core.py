@@ -160,12 +160,17 @@ def notification_to_set_here(folder, count, spread_seconds):
         delays = {mac: rng.uniform(0, spread_seconds) for mac in phones}
 
         def notify(mac):
-            with requests.Session() as http_session:
-                barrier.wait()
-                time.sleep(delays[mac])
-                sent[mac] = time.perf_counter()
-                assert http_session.post(f"{stack.url}/callback/smsc/{TOKEN}",
-                                         data=signed(phones[mac]), timeout=30).status_code == 200
+            # http.client, not requests: the time starts as the provider opens its connection,
+            # and requests' own preparation (2 ms here, with 50 threads) is not the portal's.
+            body = urlencode(signed(phones[mac]))
+            barrier.wait()
+            time.sleep(delays[mac])
+            conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+            sent[mac] = time.perf_counter()
+            conn.request("POST", f"/callback/smsc/{TOKEN}", body=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert conn.getresponse().status == 200
+            conn.close()
 
         threads = [threading.Thread(target=notify, args=(mac,)) for mac in phones]
         for thread in threads:

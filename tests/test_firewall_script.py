@@ -580,6 +580,13 @@ BAD_BATCHES = [
     (f"revoke {MAC}\x0b\n", 1),
     ("allow\n", 1),
     (f"ALLOW {MAC}\n", 1),
+    # A batch of one line is checked by the shell itself, not awk: the same refusals.
+    ("revoke ａａ:bb:cc:dd:ee:ff\n", 1),
+    ("allow 02:aa:bb:cc:dd:ee:ff\n", 1),
+    (f"allow {MAC} -5\n", 1),
+    (f"allow {MAC} 6O", 1),
+    ("allow *\n", 1),
+    (f"allow $(reboot) {MAC}\n", 1),
 ]
 
 
@@ -770,6 +777,22 @@ def test_allow_revoke_and_apply_run_one_transaction_and_never_list_first(fake_nf
         elements("add", x, y, z), elements("delete", x, y, z),
         elements("add", f"{x} timeout 30s", f"{y} timeout 45s"),
     ])
+
+
+def test_a_batch_of_one_line_is_applied_as_the_single_verbs_are(fake_nft):
+    """The usual batch (a guest who just called) is read by the shell, without awk."""
+    ok(fake_nft("apply", input="allow\t02-CC-00-00-00-41\t60"))  # no newline, tabs, dashes
+    ok(fake_nft("apply", input="revoke 02:cc:00:00:00:42\n"))
+    ok(fake_nft("apply", input="  allow 02:cc:00:00:00:43  \n"))
+    ok(fake_nft("apply", input=" \t\n"))  # one blank line: no change, no nft
+    assert fake_nft.log.read_text().splitlines() == ["-f -"] * 3
+    assert fake_nft.input.read_text() == "".join([
+        elements("create", "02:cc:00:00:00:41 timeout 60s"),
+        elements("add", "02:cc:00:00:00:42"), elements("delete", "02:cc:00:00:00:42"),
+        elements("create", "02:cc:00:00:00:43"),
+    ])
+    done = fake_nft("apply", input=f"allow {MAC} 60\n", FAKE_NFT_FAIL_CREATE="File exists")
+    assert done.returncode == 0, done.stderr
 
 
 def test_an_allow_that_create_refuses_replaces_the_time_in_one_transaction(fake_nft):
