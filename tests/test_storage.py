@@ -24,6 +24,11 @@ def test_the_revisions_make_the_tables_storage_describes(database_url):
     engine.dispose()
 
 
+def test_the_schema_head_storage_names_is_alembics():
+    """storage.SCHEMA_HEAD lets a start skip Alembic: it must be the newest revision."""
+    assert storage.SCHEMA_HEAD == storage.migration_scripts().get_current_head()
+
+
 def test_a_database_from_a_newer_callpass_is_refused(database_url):
     engine = storage.connect(database_url)
     storage.upgrade(engine)
