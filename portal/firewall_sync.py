@@ -76,28 +76,19 @@ def apply_pending(engine, firewall, batch=BATCH):
     """
     applied = 0
     while True:
-        with engine.connect() as conn:
+        with engine.connect() as conn:  # the queue and its MACs' live sessions, read together
             queued = conn.execute(QUEUED, {"batch": batch}).all()
-        if not queued:
-            return applied
-        macs = sorted({row.mac for row in queued})
-        online = _apply_state(engine, firewall, macs)
+            if not queued:
+                return applied
+            macs = sorted({row.mac for row in queued})
+            live = conn.execute(LIVE_OF_MACS, {"macs": macs, "now": utcnow()}).all()
+        wanted = seconds_wanted(live)
+        firewall.apply([("allow", mac, wanted[mac]) if mac in wanted else ("revoke", mac)
+                        for mac in macs])
         with storage.begin(engine) as conn:
-            _mark_online(conn, online)
+            _mark_online(conn, [row.id for row in live])
             conn.execute(UNQUEUE, {"queue_ids": [row.id for row in queued]})
         applied += len(macs)
-
-
-def _apply_state(engine, firewall, macs):
-    """Give the firewall the current state of macs: allowed until their session ends, or not.
-    Returns the ids of the sessions it let through."""
-    now = utcnow()
-    with engine.connect() as conn:
-        live = conn.execute(LIVE_OF_MACS, {"macs": macs, "now": now}).all()
-    wanted = seconds_wanted(live)
-    firewall.apply([("allow", mac, wanted[mac]) if mac in wanted else ("revoke", mac)
-                    for mac in macs])
-    return [row.id for row in live]
 
 
 def seconds_wanted(live):
