@@ -382,11 +382,12 @@ def access_of(row):
 
 
 def stage_of(row):
-    """What the wait page shows: pending, connecting, online, expired or failed."""
+    """What the wait page shows: pending, connecting, online, ended (the session is over: ended
+    by an admin, by time or by a newer device; or never let through), expired or failed."""
     state = verification.state_of(row)
     if state != verification.CONFIRMED:
         return state
-    return "online" if access_of(row) in ("online", "ended") else "connecting"
+    return access_of(row)
 
 
 @bp.post("/wait/<token>/simulate")

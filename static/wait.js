@@ -1,5 +1,5 @@
 // Wait page: count down, poll the verification's state with backoff, reload when the stage shown
-// (pending, connecting, online, expired, failed) changes.
+// (pending, connecting, online, ended, expired, failed) changes.
 // Without JavaScript the page refreshes itself (<noscript> meta refresh) and the copy button stays hidden.
 (function () {
   "use strict";
@@ -27,8 +27,7 @@
     fetch(pollUrl, {cache: "no-store", credentials: "same-origin"})
       .then(function (r) { return r.json(); })
       .then(function (data) {
-        var now = data.state === "confirmed" ? (data.access === "online" ? "online" : "connecting")
-                                             : data.state;
+        var now = data.state === "confirmed" ? data.access : data.state;
         if (now && now !== stage) { location.reload(); return; }
         if (typeof data.expires_in === "number") { left = data.expires_in; show(); }
         delay = Math.min(delay * 1.3, stage === "connecting" ? 3000 : 8000);

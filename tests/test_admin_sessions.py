@@ -43,6 +43,11 @@ def test_ending_a_session_cuts_the_device_off(app, admin, make_guest, firewall):
     settle(app)
     assert firewall.calls[-1] == ("revoke", GUEST_MAC)
     assert b"You are online" not in guest.client.get("/").data  # back to the phone form
+    # The wait page, still open or reloaded, says the session is over, never "online".
+    wait = guest.client.get(f"/wait/{guest.token}").get_data(as_text=True)
+    assert "Your time online has ended" in wait and "You are online" not in wait
+    assert "Get a new number" in wait
+    assert guest.status()["access"] == "ended"
     [session] = session_rows(app)
     assert session.end_reason == "admin" and session.ended_at is not None
     history = admin.get("/admin/sessions").get_data(as_text=True)
