@@ -59,9 +59,9 @@ def smsc(token):
         ts = int(fields.get("ts", ""))
     except ValueError:
         return reject(record, 400, "no usable ts field")
-    record["ts"] = ts
-    if abs(time.time() - ts) > cfg["max_age_seconds"]:
+    if abs(time.time() - ts) > cfg["max_age_seconds"]:  # its row keeps the ts in its fields
         return reject(record, 403, f"ts is {int(time.time() - ts)} s away from now")
+    record["ts"] = ts
     if fields.get("waitcall") != "1":
         # Other events (delivery statuses, incoming SMS) share the handler URL: accept, do nothing.
         save(record, "ignored", "not a call-confirmation event")

@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 from conftest import CALLBACK_TOKEN, notify, settle, signed_fields
 from sqlalchemy import select
 
@@ -44,6 +45,19 @@ def test_stale_ts_changes_nothing(guest, firewall, app):
     assert firewall.calls == []
     assert notifications(app)[-1].verdict == "rejected"
     assert "away from now" in notifications(app)[-1].reason
+
+
+@pytest.mark.parametrize("ts", [10**30, -10**30, 2**40])
+def test_an_absurd_ts_is_refused_like_a_stale_one(guest, firewall, app, ts):
+    """Signed, but far beyond any column's range: 403 and a log row that keeps what was sent."""
+    guest.start("+79161234567")
+    response = notify(guest.client, "79161234567", ts=ts)
+    assert response.status_code == 403
+    assert guest.status()["state"] == "pending"
+    assert firewall.calls == []
+    row = notifications(app)[-1]
+    assert row.verdict == "rejected" and "away from now" in row.reason
+    assert str(ts) in row.fields
 
 
 def test_replay_changes_nothing(guest, firewall, app, make_guest):
