@@ -52,7 +52,7 @@ def fw_sync(config_path):
     app = open_app(config_path)
     svc = app.extensions["callpass"]
     try:
-        allowed, revoked = firewall_sync.sync_all(svc.engine, svc.firewall)
+        allowed, revoked, _ = firewall_sync.sync_all(svc.engine, svc.firewall)
         firewall_sync.apply_pending(svc.engine, svc.firewall)
     except FirewallError as exc:
         click.echo(f"callpass: firewall failed: {exc}", err=True)

@@ -29,6 +29,7 @@ once, shown on the dashboard and /healthz, and retried with backoff; no request 
 import logging
 import threading
 import time
+from collections import namedtuple
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -107,10 +108,16 @@ def _mark_online(conn, session_ids):
         conn.execute(MARK_ONLINE, {"session_ids": session_ids[first:first + 500], "now": now})
 
 
+SyncResult = namedtuple("SyncResult", "allowed revoked lost")
+
+
 def sync_all(engine, firewall, batch=BATCH):
     """Make the firewall match every live session: allow the missing (or far off), revoke the rest.
 
-    Returns (allowed, revoked) counts; raises FirewallError when the firewall refuses.
+    Returns SyncResult(allowed, revoked, lost) counts; lost: of the allowed, those whose sessions
+    the firewall had already let through (firewall_at set), with time to run: what a reboot or a
+    flushed set loses, and otherwise a sign that something else removes MACs. Raises
+    FirewallError when the firewall refuses.
     """
     now = utcnow()
     with engine.connect() as conn:
@@ -123,7 +130,7 @@ def sync_all(engine, firewall, batch=BATCH):
     if present is None:  # a backend that cannot say who it lets through: nothing to compare
         with storage.begin(engine) as conn:
             _mark_online(conn, [row.id for row in live if row.firewall_at is None])
-        return 0, 0
+        return SyncResult(0, 0, 0)
 
     def is_off(mac, seconds):
         return mac not in present or present[mac] is None or \
@@ -136,7 +143,9 @@ def sync_all(engine, firewall, batch=BATCH):
     with storage.begin(engine) as conn:
         _mark_online(conn, [row.id for row in live if row.firewall_at is None])
     allowed = sum(1 for change in changes if change[0] == "allow")
-    return allowed, len(changes) - allowed
+    lost = sum(1 for row in live if row.firewall_at is not None and row.mac not in present
+               and wanted.get(row.mac, 0) > DRIFT_SECONDS)
+    return SyncResult(allowed, len(changes) - allowed, lost)
 
 
 def pending_count(engine):
@@ -163,6 +172,10 @@ class FirewallWorker:
         self.error = None          # the last failure's message, None while the firewall works
         self.failing_since = None  # aware datetime of the first failure in a row
         self.recreated_at = None   # aware datetime of the last time the table had to be recreated
+        self.lost = None           # (when, how many) of the last full pass that found let-through
+        #                            guests missing from the set, unexpectedly; None: it found none
+        self._expect_losses = True  # the first full pass after start or a recreated table puts
+        #                             back what a reboot or a flush took: no surprise
         self.provider_addresses = None  # the addresses no guest may reach; None: not known yet
         self._provider_sent = None      # what the firewall holds (another thread sets the above)
         self._wake = threading.Event()
@@ -206,11 +219,16 @@ class FirewallWorker:
             self.firewall.provider_set(wanted)
             self._provider_sent = wanted
         if time.monotonic() >= self._full_sync_due:
-            allowed, revoked = sync_all(self.engine, self.firewall)
+            result = sync_all(self.engine, self.firewall)
             self._full_sync_due = time.monotonic() + FULL_SYNC_SECONDS
-            if allowed or revoked:
-                log.info("firewall sync: %s allowed, %s revoked", allowed, revoked)
+            expected, self._expect_losses = self._expect_losses, False
+            if result.allowed or result.revoked:
+                log_level = logging.INFO if expected else logging.WARNING
+                log.log(log_level, "firewall sync: %s allowed (%s of them let through before and "
+                        "missing from the set), %s revoked (in the set without a live session)",
+                        result.allowed, result.lost, result.revoked)
                 self.on_applied()
+            self.lost = (utcnow(), result.lost) if result.lost and not expected else None
         self.apply_pending()
 
     def ensure_table(self):
@@ -222,6 +240,7 @@ class FirewallWorker:
                   "recreating it")
         self.firewall.up(**self.table)
         self.recreated_at = utcnow()
+        self._expect_losses = True
         self._provider_sent = None  # the new table's provider sets are empty
         for failure in self.restore():
             log.error("firewall: walled garden: %s", failure)
@@ -235,12 +254,23 @@ class FirewallWorker:
 
     def status(self):
         """{"ok", "error", "failing_since", "pending", "recreated_at"} for /healthz and the
-        dashboard; recreated_at: when the table was last found missing and made again."""
+        dashboard; recreated_at: when the table was last found missing and made again.
+
+        Not ok either while the firewall fails, or after a full pass (once a minute) found
+        guests it had let through missing from the set: the script's `apply` said yes without
+        doing it, or someone removed MACs by hand. The pass put them back; the next pass that
+        finds none makes it ok again."""
         try:
             pending = pending_count(self.engine)
         except SQLAlchemyError:
             pending = None
-        return {"ok": self.error is None, "error": self.error,
+        error = self.error
+        if error is None and self.lost is not None:
+            found_at, count = self.lost
+            error = (f"the full pass at {found_at:%H:%M:%S} UTC found {count} guest(s) the "
+                     f"firewall had let through missing from its set, and put them back: does "
+                     f"the firewall script apply what it is given, or were MACs removed by hand?")
+        return {"ok": error is None, "error": error,
                 "failing_since": self.failing_since,
                 "pending": pending,
                 "recreated_at": self.recreated_at}
