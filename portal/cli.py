@@ -22,7 +22,6 @@ log = logging.getLogger("portal")
 
 MAINTENANCE_SECONDS = 60
 PURGE_SECONDS = 24 * 3600  # the identification log is purged once a day
-QUEUE_WARNING_SECONDS = 60  # waitress's "Task queue depth" warning, at most once this often
 
 
 def split_listen(listen):
@@ -272,7 +271,6 @@ def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
     """
     import waitress
 
-    logging.getLogger("waitress.queue").addFilter(OncePer(QUEUE_WARNING_SECONDS))
     proxy = {}
     if trusted_proxy:
         proxy = dict(trusted_proxy=trusted_proxy, trusted_proxy_count=1,
@@ -282,25 +280,6 @@ def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
                    channel_timeout=60, cleanup_interval=15, asyncore_use_poll=True,
                    max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
                    inbuf_overflow=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True, **proxy)
-
-
-class OncePer(logging.Filter):
-    """Lets one record through per `seconds`. waitress warns "Task queue depth is N" for every
-    request that has to wait for a thread: thousands of lines a minute in the journal when the
-    portal is busy, and their formatting and writing take CPU from the guests. One a minute says
-    the same to the operator."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-        self.next_at = 0.0
-
-    def filter(self, record):
-        now = time.monotonic()
-        if now < self.next_at:
-            return False
-        self.next_at = now + self.seconds
-        return True
 
 
 def start_background(app):
