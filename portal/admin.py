@@ -425,20 +425,19 @@ def fresh_provider_status(svc, failure):
 
 def overview(svc):
     """The dashboard's figures."""
-    verification.expire_overdue(svc.engine)
-    sessions.close_expired(svc.engine)
     now = utcnow()
     today = idlog.start_of(venue_today(), venue_zone())
     v, s, n = verification_table, access_session, notification
+    state = verification.state_as_of(now)
     with svc.engine.connect() as conn:
         online = conn.execute(select(func.count()).where(
-            s.c.ended_at.is_(None), s.c.ends_at > now, in_scope(s.c.venue_id))).scalar()
+            sessions.is_open(now), in_scope(s.c.venue_id))).scalar()
         waiting = conn.execute(select(func.count()).where(
             v.c.state == verification.PENDING, v.c.expires_at > now,
             in_scope(v.c.venue_id))).scalar()
-        by_state = dict(conn.execute(select(v.c.state, func.count())
+        by_state = dict(conn.execute(select(state, func.count())
                                      .where(v.c.created_at >= today, in_scope(v.c.venue_id))
-                                     .group_by(v.c.state)).all())
+                                     .group_by(state)).all())
         failure = conn.execute(select(v.c.id, v.c.failure, v.c.failure_code, v.c.created_at)
                                .where(v.c.state == verification.FAILED)
                                .order_by(v.c.id.desc()).limit(1)).first()
@@ -476,10 +475,11 @@ def daily_figures(svc, days=CHART_DAYS):
     first = venue_today() - timedelta(days=days - 1)
     since = idlog.start_of(first, zone)
     v, s = verification_table, access_session
+    state = verification.state_as_of(utcnow())
     with svc.engine.connect() as conn:
-        calls = conn.execute(select(v.c.created_at, v.c.state).where(
+        calls = conn.execute(select(v.c.created_at, state).where(
             v.c.created_at >= since, in_scope(v.c.venue_id),
-            v.c.state.in_((verification.CONFIRMED, verification.EXPIRED)))).all()
+            state.in_((verification.CONFIRMED, verification.EXPIRED)))).all()
         visits = conn.execute(select(s.c.started_at, s.c.phone).where(
             s.c.started_at >= since, in_scope(s.c.venue_id))).all()
     figures = {first + timedelta(days=n): {"confirmed": 0, "expired": 0, "phones": set()}
@@ -664,14 +664,17 @@ def session_filter(text):
 @bp.get("/sessions")
 def sessions_page():
     svc = services()
-    sessions.close_expired(svc.engine)
     query_text = request.args.get("q", "")[:40]
     condition = session_filter(query_text) if query_text.strip() else None
-    s = access_session
-    live = (select(s).where(s.c.ended_at.is_(None), in_scope(s.c.venue_id))
+    s, now = access_session, utcnow()
+    live = (select(s).where(sessions.is_open(now), in_scope(s.c.venue_id))
             .order_by(s.c.started_at.desc()))
-    ended = (select(s).where(s.c.ended_at.is_not(None), in_scope(s.c.venue_id))
-             .order_by(s.c.ended_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
+    # Ended ones as they read now: one whose time ran out a moment ago is among them already.
+    ended_at = sessions.ended_as_of(now)
+    columns = [c for c in s.c if c.name not in ("ended_at", "end_reason")]
+    ended = (select(*columns, ended_at, sessions.end_reason_as_of(now))
+             .where(~sessions.is_open(now), in_scope(s.c.venue_id))
+             .order_by(ended_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
     if condition is not None:
         live, ended = live.where(condition), ended.where(condition)
     with svc.engine.connect() as conn:
@@ -685,8 +688,8 @@ def open_session(session_id):
     """The open session with this id, or a 404."""
     with services().engine.connect() as conn:
         row = conn.execute(select(access_session).where(
-            and_(access_session.c.id == session_id, access_session.c.ended_at.is_(None),
-                 in_scope(access_session.c.venue_id)))).first()
+            access_session.c.id == session_id, sessions.is_open(utcnow()),
+            in_scope(access_session.c.venue_id))).first()
     if row is None:
         abort(404)
     return row
@@ -841,7 +844,6 @@ def date_range():
 @bp.get("/log")
 def log_page():
     svc = services()
-    sessions.close_expired(svc.engine)
     date_from, date_to, error = date_range()
     try:
         page_number = max(1, int(request.args.get("page", "1")))
@@ -898,7 +900,6 @@ def export():
         flash(error, "error")
         return redirect(url_for("admin.log_page"), code=303)
     delimiter = ";" if request.args.get("sep") == "semicolon" else ","
-    sessions.close_expired(svc.engine)
     name = export_name(svc, date_from, date_to)
     note(audit.EXPORT, {"from": date_from and date_from.isoformat(),
                         "to": date_to and date_to.isoformat()})

@@ -38,10 +38,11 @@ def block(engine, kind, value, reason, admin):
         conn.execute(blocked.insert().values(kind=kind, value=value, reason=reason[:MAX_REASON],
                                              created_at=now, created_by=admin or "-"))
         conn.execute(update(verification_table)
-                     .where(waiting == value, verification_table.c.state == verification.PENDING)
+                     .where(waiting == value, verification_table.c.state == verification.PENDING,
+                            verification_table.c.expires_at > now)
                      .values(state=verification.FAILED, failure="blocked by an admin"))
         open_rows = conn.execute(select(access_session.c.id, access_session.c.mac).where(
-            column == value, access_session.c.ended_at.is_(None))).all()
+            column == value, sessions.is_open(now))).all()
         for row in open_rows:
             sessions.end_open(conn, row.id, row.mac, "blocked", now)
     return len(open_rows)

@@ -14,7 +14,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import phonenumbers
 from sqlalchemy import delete, func, select
 
-from . import audit, storage
+from . import audit, sessions, storage
 from .storage import access_session, nas_session, notification, utcnow, venue, verification
 
 EXPORT_BATCH = 500  # rows per batch: memory use follows this, not the size of the log
@@ -34,7 +34,7 @@ def start_of(day, zone=timezone.utc):
 def _select(date_from=None, date_to=None, zone=timezone.utc, venue_id=None):
     """The log's columns for sessions started on date_from … date_to (days in zone, both
     included), of one venue when venue_id is given."""
-    s, v = access_session, verification
+    s, v, now = access_session, verification, utcnow()
     # The volume a RADIUS router reported (bytes from / to the device), summed over its sessions;
     # empty where no router reports it (the nftables gateway counts nothing).
     volume = (select(nas_session.c.access_session_id,
@@ -42,7 +42,8 @@ def _select(date_from=None, date_to=None, zone=timezone.utc, venue_id=None):
                      func.sum(nas_session.c.bytes_out).label("bytes_out"))
               .group_by(nas_session.c.access_session_id).subquery())
     query = (select(s.c.id, s.c.phone, s.c.mac, s.c.ip, v.c.confirmed_at.label("verified_at"),
-                    v.c.call_number, s.c.started_at, s.c.ends_at, s.c.ended_at, s.c.end_reason,
+                    v.c.call_number, s.c.started_at, s.c.ends_at,
+                    sessions.ended_as_of(now), sessions.end_reason_as_of(now),
                     volume.c.bytes_in, volume.c.bytes_out, venue.c.slug.label("venue"))
              .select_from(s.outerjoin(v, v.c.id == s.c.verification_id)
                           .outerjoin(volume, volume.c.access_session_id == s.c.id)

@@ -12,16 +12,21 @@ import math
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, case, select, update
 
 from . import storage
 from .config import MAX_SESSION_MINUTES
 from .storage import MAIN_VENUE, access_session, firewall_change, utcnow
 
+# A session is open while it has no end recorded and its time has not run out. One whose time
+# ran out reads as ended "expired" at its ends_at at once; the maintenance thread writes that down
+# (`close_expired`), and nothing else ends it: ending it again would put a later end and a wrong
+# reason in the identification log.
 # The statements of every sign-in and every probe, built once (see verification.WAITING_FOR).
 END_OPEN_OF_MAC = (update(access_session)
                    .where(access_session.c.mac == bindparam("device"),
-                          access_session.c.ended_at.is_(None))
+                          access_session.c.ended_at.is_(None),
+                          access_session.c.ends_at > bindparam("now"))
                    .values(ended_at=bindparam("now"), end_reason="replaced"))
 OPEN_OF_PHONE = (select(access_session.c.id, access_session.c.mac)
                  .where(access_session.c.phone == bindparam("phone"),
@@ -31,13 +36,34 @@ OPEN_OF_PHONE = (select(access_session.c.id, access_session.c.mac)
                  .order_by(access_session.c.started_at.desc(), access_session.c.id.desc()))
 END_OPEN = (update(access_session)
             .where(access_session.c.id == bindparam("session_id"),
-                   access_session.c.ended_at.is_(None))
+                   access_session.c.ended_at.is_(None),
+                   access_session.c.ends_at > bindparam("now"))
             .values(ended_at=bindparam("now"), end_reason=bindparam("reason")))
 ACTIVE_OF_MAC = (select(access_session)
                  .where(access_session.c.mac == bindparam("device"),
                         access_session.c.ended_at.is_(None),
                         access_session.c.ends_at > bindparam("now"))
                  .order_by(access_session.c.ends_at.desc()))
+
+
+def is_open(now):
+    """The SQL condition of a session open at now."""
+    return and_(access_session.c.ended_at.is_(None), access_session.c.ends_at > now)
+
+
+def ended_as_of(now):
+    """A session's end as it reads at now (NULL while open), labelled ended_at: a session whose
+    time ran out ended at its ends_at, whether or not the maintenance thread wrote it yet."""
+    return case((and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= now),
+                 access_session.c.ends_at),
+                else_=access_session.c.ended_at).label("ended_at")
+
+
+def end_reason_as_of(now):
+    """Why a session ended, as it reads at now (see ended_as_of), labelled end_reason."""
+    return case((and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= now),
+                 "expired"),
+                else_=access_session.c.end_reason).label("end_reason")
 
 
 def queue_firewall(conn, mac, now):
@@ -99,7 +125,7 @@ def extend_session(engine, session_id, minutes):
     with storage.begin(engine) as conn:
         now = utcnow()
         row = conn.execute(select(access_session).where(access_session.c.id == session_id)).first()
-        if row is None or row.ended_at is not None:
+        if row is None or row.ended_at is not None or row.ends_at <= now:
             return False
         # The firewall's kernel timeout tops out at 31 days; never promise more than that.
         ends = min(max(row.ends_at, now) + timedelta(minutes=minutes),
@@ -160,7 +186,8 @@ def live_sessions(engine):
 
 
 def close_expired(engine):
-    """Record sessions whose time ran out as ended (the kernel already dropped their MACs)."""
+    """Record sessions whose time ran out as ended (the kernel already dropped their MACs): the
+    maintenance thread's job, the only writer of this."""
     with storage.begin(engine) as conn:
         result = conn.execute(
             update(access_session)

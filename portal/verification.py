@@ -17,7 +17,7 @@ someone else's number would get online on that person's call.
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, update
 
 from . import sessions, storage
 from .provider import ProviderError
@@ -114,6 +114,12 @@ def state_of(row):
     if row.state == PENDING and row.expires_at <= utcnow():
         return EXPIRED
     return row.state
+
+
+def state_as_of(now):
+    """state_of in SQL, labelled state: a pending verification past its window reads expired."""
+    return case((and_(verification.c.state == PENDING, verification.c.expires_at <= now), EXPIRED),
+                else_=verification.c.state).label("state")
 
 
 def session_of(engine, row):

@@ -1,12 +1,14 @@
 """Sessions page: find a guest by phone or MAC, end or extend their session; and the dashboard."""
 
+import csv
+import io
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from admin_support import admin, audit_rows  # noqa: F401
-from conftest import GUEST_MAC, settle
-from portal import audit, storage
+from conftest import GUEST_MAC, close_window, open_session, settle
+from portal import audit, idlog, sessions, storage, verification
 from portal.firewall import FirewallError, NoopFirewall
 from portal.provider import ProviderRejected
 
@@ -151,3 +153,51 @@ def test_dashboard_says_when_the_firewall_or_provider_does_not_answer(cfg, neigh
     assert "table inet callpass does not exist" in page
     assert "has blocked this server" in page and "provider error 4: IP blocked" in page
     app.extensions["callpass"].engine.dispose()
+
+
+def test_time_that_ran_out_reads_as_ended_before_the_maintenance_thread_writes_it(
+        app, admin, make_guest):
+    """Time-derived state is written by the maintenance thread alone: until its next round, every
+    admin view reads a session whose time ran out as ended "expired" at its end, and a pending
+    verification past its window as expired; no view, sign-in or admin action writes them."""
+    engine = app.extensions["callpass"].engine
+    late = open_session(app, GUEST_MAC, "10.77.0.11", "+79161234567", 60)
+    open_session(app, "02:cc:00:00:00:22", "10.77.0.12", "+79161234500", 60)
+    row = session_rows(app)[0]
+    ends_at = row.ends_at - timedelta(minutes=65)  # its hour was over five minutes ago
+    with storage.begin(engine) as conn:
+        conn.execute(storage.access_session.update().where(storage.access_session.c.id == late)
+                     .values(started_at=row.started_at - timedelta(minutes=65), ends_at=ends_at))
+    waiting = make_guest("10.77.0.13", "02:cc:00:00:00:13")
+    assert waiting.start("+79161234501").status_code == 303
+    close_window(app, waiting.token)
+
+    dashboard = admin.get("/admin/").get_data(as_text=True)
+    assert '<span class="figure">1</span><span class="label">online now' in dashboard
+    assert '<span class="figure">0</span><span class="label">waiting for a call' in dashboard
+    assert '<span class="figure">1</span><span class="label">today: expired' in dashboard
+    page = admin.get("/admin/sessions").get_data(as_text=True)
+    live, ended = page.split("<h2>Ended</h2>", 1)
+    assert GUEST_MAC not in live and GUEST_MAC in ended and "time ran out" in ended
+    assert admin.get(f"/admin/sessions/{late}/end").status_code == 404
+    assert admin.post(f"/admin/sessions/{late}/extend", {"minutes": "60"},
+                      page="/admin/sessions").status_code == 404
+    log_page = admin.get("/admin/log").get_data(as_text=True)
+    assert "time ran out" in log_page
+    export = list(csv.reader(io.StringIO("".join(idlog.csv_chunks(engine))[1:])))
+    [row] = [r for r in export if r[1] == GUEST_MAC]
+    assert row[6:8] == [idlog.csv_time(ends_at), "expired"]
+
+    # The device signs in again: its old session is not "replaced" a minute after it ended.
+    with storage.begin(engine) as conn:
+        sessions.grant_access(conn, GUEST_MAC, "10.77.0.11", "+79161234567", 60)
+    before = session_rows(app)[0]
+    assert before.ended_at is None and before.end_reason is None  # nothing above wrote it
+    with engine.connect() as conn:
+        assert conn.execute(select(storage.verification.c.state).where(
+            storage.verification.c.token == waiting.token)).scalar() == "pending"
+
+    assert sessions.close_expired(engine) == 1
+    assert verification.expire_overdue(engine) is None
+    after = session_rows(app)[0]
+    assert (after.ended_at, after.end_reason) == (ends_at, "expired")
