@@ -51,18 +51,21 @@ def is_open(now):
     return and_(access_session.c.ended_at.is_(None), access_session.c.ends_at > now)
 
 
+def ran_out_unrecorded(now):
+    """The SQL condition of a session whose time ran out before now, not yet closed."""
+    return and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= now)
+
+
 def ended_as_of(now):
     """A session's end as it reads at now (NULL while open), labelled ended_at: a session whose
     time ran out ended at its ends_at, whether or not the maintenance thread wrote it yet."""
-    return case((and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= now),
-                 access_session.c.ends_at),
+    return case((ran_out_unrecorded(now), access_session.c.ends_at),
                 else_=access_session.c.ended_at).label("ended_at")
 
 
 def end_reason_as_of(now):
     """Why a session ended, as it reads at now (see ended_as_of), labelled end_reason."""
-    return case((and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= now),
-                 "expired"),
+    return case((ran_out_unrecorded(now), "expired"),
                 else_=access_session.c.end_reason).label("end_reason")
 
 
@@ -190,8 +193,7 @@ def close_expired(engine):
     maintenance thread's job, the only writer of this."""
     with storage.begin(engine) as conn:
         result = conn.execute(
-            update(access_session)
-            .where(and_(access_session.c.ended_at.is_(None), access_session.c.ends_at <= utcnow()))
+            update(access_session).where(ran_out_unrecorded(utcnow()))
             .values(ended_at=access_session.c.ends_at, end_reason="expired"))
     return result.rowcount
 
