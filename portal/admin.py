@@ -669,17 +669,21 @@ def sessions_page():
     s, now = access_session, utcnow()
     live = (select(s).where(sessions.is_open(now), in_scope(s.c.venue_id))
             .order_by(s.c.started_at.desc()))
-    # Ended ones as they read now: one whose time ran out a moment ago is among them already.
-    ended_at = sessions.ended_as_of(now)
+    # The newest ended ones as they read now: those whose time ran out since the maintenance
+    # thread's last round (a minute's worth at most) are among them already. Two queries, each
+    # on its index, rather than one sorting every session of the log by a computed end.
     columns = [c for c in s.c if c.name not in ("ended_at", "end_reason")]
-    ended = (select(*columns, ended_at, sessions.end_reason_as_of(now))
-             .where(~sessions.is_open(now), in_scope(s.c.venue_id))
-             .order_by(ended_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
+    recorded = (select(s).where(s.c.ended_at.is_not(None), in_scope(s.c.venue_id))
+                .order_by(s.c.ended_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
+    ran_out = (select(*columns, sessions.ended_as_of(now), sessions.end_reason_as_of(now))
+               .where(sessions.ran_out_unrecorded(now), in_scope(s.c.venue_id))
+               .order_by(s.c.ends_at.desc(), s.c.id.desc()).limit(PAGE_SIZE))
     if condition is not None:
-        live, ended = live.where(condition), ended.where(condition)
+        live, recorded, ran_out = (q.where(condition) for q in (live, recorded, ran_out))
     with svc.engine.connect() as conn:
         live_rows = conn.execute(live).all()
-        ended_rows = conn.execute(ended).all()
+        ended_rows = sorted(conn.execute(recorded).all() + conn.execute(ran_out).all(),
+                            key=lambda row: (row.ended_at, row.id), reverse=True)[:PAGE_SIZE]
     return render_template("admin/sessions.html", live=live_rows, ended=ended_rows,
                            q=query_text, reasons=END_REASONS, extend_choices=EXTEND_CHOICES)
 

@@ -163,6 +163,8 @@ def test_time_that_ran_out_reads_as_ended_before_the_maintenance_thread_writes_i
     engine = app.extensions["callpass"].engine
     late = open_session(app, GUEST_MAC, "10.77.0.11", "+79161234567", 60)
     open_session(app, "02:cc:00:00:00:22", "10.77.0.12", "+79161234500", 60)
+    sessions.end_session(engine, open_session(app, "02:cc:00:00:00:33", "10.77.0.14",
+                                              "+79161234502", 60), "admin")
     row = session_rows(app)[0]
     ends_at = row.ends_at - timedelta(minutes=65)  # its hour was over five minutes ago
     with storage.begin(engine) as conn:
@@ -179,6 +181,7 @@ def test_time_that_ran_out_reads_as_ended_before_the_maintenance_thread_writes_i
     page = admin.get("/admin/sessions").get_data(as_text=True)
     live, ended = page.split("<h2>Ended</h2>", 1)
     assert GUEST_MAC not in live and GUEST_MAC in ended and "time ran out" in ended
+    assert ended.index("02:cc:00:00:00:33") < ended.index(GUEST_MAC)  # newest end first
     assert admin.get(f"/admin/sessions/{late}/end").status_code == 404
     assert admin.post(f"/admin/sessions/{late}/extend", {"minutes": "60"},
                       page="/admin/sessions").status_code == 404
