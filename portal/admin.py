@@ -715,14 +715,23 @@ def confirm_end(session_id):
 def end_session(session_id):
     svc = services()
     row = open_session(session_id)
-    if sessions.end_session(svc.engine, session_id, "admin"):
-        svc.firewall_worker.wake()
+    if not sessions.end_session(svc.engine, session_id, "admin"):
+        return session_moved_on(row)
+    svc.firewall_worker.wake()
     note(audit.SESSION_END, {"session": session_id, "mac": row.mac, "phone": row.phone})
     if svc.firewall.name == "radius":
         flash_disconnect(svc, session_id, row)
     else:
         flash(_("Session of %(mac)s (%(phone)s) ended; the device is offline.",
                 mac=row.mac, phone=row.phone), "ok")
+    return back_to_sessions()
+
+
+def session_moved_on(row):
+    """The session ended between the page's check and the change (its time ran out, the device
+    signed in anew, another admin): say so and change nothing."""
+    flash(_("The session of %(mac)s (%(phone)s) had already ended; nothing was changed.",
+            mac=row.mac, phone=row.phone), "error")
     return back_to_sessions()
 
 
@@ -754,13 +763,15 @@ def extend_session(session_id):
     except ValueError:
         minutes = 0
     longest = MAX_SESSION_MINUTES
-    new_end = max(row.ends_at, utcnow()) + timedelta(minutes=minutes)
-    if not 1 <= minutes <= longest or new_end - utcnow() > timedelta(minutes=longest):
+    wanted_end = max(row.ends_at, utcnow()) + timedelta(minutes=minutes)
+    if not 1 <= minutes <= longest or wanted_end - utcnow() > timedelta(minutes=longest):
         flash(_("A session can run at most %(days)s days from now.", days=MAX_SESSION_DAYS),
               "error")
         return back_to_sessions()
-    if sessions.extend_session(svc.engine, session_id, minutes):
-        svc.firewall_worker.wake()
+    new_end = sessions.extend_session(svc.engine, session_id, minutes)
+    if new_end is None:
+        return session_moved_on(row)
+    svc.firewall_worker.wake()
     flash(_("Session of %(mac)s extended until %(time)s.", mac=row.mac,
             time=format_time(new_end)), "ok")
     note(audit.SESSION_EXTEND, {"session": session_id, "mac": row.mac, "minutes": minutes})

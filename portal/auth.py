@@ -181,8 +181,8 @@ def claim_attempt(engine, name):
     is recorded. A name with no account has nothing to lock. Failures are forgotten
     FORGET_AFTER the last one.
     """
-    now = utcnow()
     with storage.begin(engine) as conn:
+        now = utcnow()
         row = conn.execute(select(admin_user.c.failed_logins, admin_user.c.last_failed_at)
                            .where(admin_user.c.name == name)).first()
         if row is None:

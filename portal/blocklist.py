@@ -30,8 +30,8 @@ def block(engine, kind, value, reason, admin):
     verifications. Returns how many sessions were ended; AlreadyBlocked when it is listed."""
     column = access_session.c.phone if kind == PHONE else access_session.c.mac
     waiting = verification_table.c.phone if kind == PHONE else verification_table.c.mac
-    now = utcnow()
     with storage.begin(engine) as conn:
+        now = utcnow()  # inside the transaction: a session opened just before is ended after it
         if conn.execute(select(blocked.c.id).where(blocked.c.kind == kind,
                                                    blocked.c.value == value)).first():
             raise AlreadyBlocked(value)

@@ -255,7 +255,9 @@ def start():
     except ProviderUnavailable as exc:
         log.warning("provider unavailable: %s", exc)
         return form_page(typed, status=503, notice=str(UNAVAILABLE_MESSAGE))
-    except verification.PhoneWaiting as exc:  # another device got there while we asked
+    except verification.PhoneWaiting as exc:  # someone got there while we asked
+        if exc.row.mac == mac:  # this device's own double tap: its first request won
+            return redirect(wait_url(exc.row.token), code=303)
         return phone_busy(typed, exc.row)
     finally:
         svc.provider_slots.release()

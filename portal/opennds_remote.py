@@ -219,8 +219,8 @@ def reoffer(engine, venue_id, mac, token):
     (a reboot, an openNDS restart; openNDS then gives the device a new token). Offer the session
     again, by that new token. The same fas again (a reload, or a replay by someone who saw it go
     by) changes nothing."""
-    now = utcnow()
     with storage.begin(engine) as conn:
+        now = utcnow()
         live = conn.execute(select(access_session.c.id, access_session.c.verification_id)
                             .join(verification,
                                   verification.c.id == access_session.c.verification_id)
@@ -315,8 +315,8 @@ def acknowledge(engine, venue_id, tokens):
     tokens = [token for token in tokens if _TOKEN.fullmatch(token)]
     if not tokens:
         return
-    now = utcnow()
     with storage.begin(engine) as conn:
+        now = utcnow()
         done = conn.execute(
             update(access_session)
             .where(access_session.c.venue_id == venue_id, access_session.c.ended_at.is_(None),

@@ -124,19 +124,20 @@ def end_session(engine, session_id, reason):
 
 
 def extend_session(engine, session_id, minutes):
-    """Push an open session's end `minutes` further; the firewall worker applies the new time."""
+    """Push an open session's end `minutes` further; the firewall worker applies the new time.
+    Returns the new end, or None when the session was not open."""
     with storage.begin(engine) as conn:
         now = utcnow()
         row = conn.execute(select(access_session).where(access_session.c.id == session_id)).first()
         if row is None or row.ended_at is not None or row.ends_at <= now:
-            return False
+            return None
         # The firewall's kernel timeout tops out at 31 days; never promise more than that.
         ends = min(max(row.ends_at, now) + timedelta(minutes=minutes),
                    now + timedelta(minutes=MAX_SESSION_MINUTES))
         conn.execute(update(access_session).where(access_session.c.id == session_id)
                      .values(ends_at=ends))
         queue_firewall(conn, row.mac, now)
-    return True
+    return ends
 
 
 def active_session(engine, mac):

@@ -78,8 +78,8 @@ def effective_venue():
 def save(svc, changes, admin, venue_id=MAIN_VENUE):
     """Store overrides {"section.key": value} of the chain (the main venue) or of one venue;
     values must already be validated."""
-    now = utcnow()
     with storage.begin(svc.engine) as conn:
+        now = utcnow()
         for key, value in changes.items():
             if key not in (EDITABLE if venue_id == MAIN_VENUE else VENUE_CHAIN_KEYS):
                 raise KeyError(key)

@@ -1,11 +1,14 @@
 """Blocked phones and devices: an admin blocks one with a reason (in the audit log), its sessions
 end, and its guest gets a neutral message while nothing reaches the provider or the firewall."""
 
+import threading
+import time
+
 from sqlalchemy import select
 
 from admin_support import admin, audit_rows  # noqa: F401
 from conftest import GUEST_MAC, settle
-from portal import audit, storage
+from portal import audit, blocklist, sessions, storage
 
 OTHER_MAC = "02:00:00:00:aa:02"
 
@@ -120,3 +123,20 @@ def test_a_call_for_a_phone_blocked_while_it_waited_opens_nothing(app, guest, fi
     assert guest.call("79161234567").data == b"OK"
     assert guest.status()["access"] is None
     assert firewall.calls == []
+
+
+def test_a_block_queued_behind_a_call_ends_its_session_after_it_started(app):
+    """A block that waits for the write lock while a call opens a session for that phone ends
+    the session at its own time, never before the session started (the identification log
+    must never show an end before a start)."""
+    engine = app.extensions["callpass"].engine
+    with storage.begin(engine) as conn:  # the call's transaction holds the write lock
+        blocker = threading.Thread(target=blocklist.block, args=(
+            engine, blocklist.PHONE, "+79161234567", "fraud", "admin"))
+        blocker.start()
+        time.sleep(0.3)  # the block has been asked for, and waits
+        sessions.grant_access(conn, GUEST_MAC, "10.77.0.11", "+79161234567", 60)
+    blocker.join(10)
+    [session] = sessions_of(app)
+    assert session.end_reason == "blocked"
+    assert session.started_at <= session.ended_at
