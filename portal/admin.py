@@ -24,7 +24,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import func, or_, select, true
 
 from . import (asset_folder, audit, auth, blocklist, guest, idlog, opennds_remote, phone,
                services, sessions, settings, venues, verification)

@@ -22,33 +22,29 @@ from .storage import MAIN_VENUE, access_session, firewall_change, utcnow
 # ran out reads as ended "expired" at its ends_at at once; the maintenance thread writes that down
 # (`close_expired`), and nothing else ends it: ending it again would put a later end and a wrong
 # reason in the identification log.
+def is_open(now):
+    """The SQL condition of a session open at now."""
+    return and_(access_session.c.ended_at.is_(None), access_session.c.ends_at > now)
+
+
 # The statements of every sign-in and every probe, built once (see verification.WAITING_FOR).
 END_OPEN_OF_MAC = (update(access_session)
                    .where(access_session.c.mac == bindparam("device"),
-                          access_session.c.ended_at.is_(None),
-                          access_session.c.ends_at > bindparam("now"))
+                          is_open(bindparam("now")))
                    .values(ended_at=bindparam("now"), end_reason="replaced"))
 OPEN_OF_PHONE = (select(access_session.c.id, access_session.c.mac)
                  .where(access_session.c.phone == bindparam("phone"),
                         access_session.c.venue_id == bindparam("venue"),
-                        access_session.c.ended_at.is_(None),
-                        access_session.c.ends_at > bindparam("now"))
+                        is_open(bindparam("now")))
                  .order_by(access_session.c.started_at.desc(), access_session.c.id.desc()))
 END_OPEN = (update(access_session)
             .where(access_session.c.id == bindparam("session_id"),
-                   access_session.c.ended_at.is_(None),
-                   access_session.c.ends_at > bindparam("now"))
+                   is_open(bindparam("now")))
             .values(ended_at=bindparam("now"), end_reason=bindparam("reason")))
 ACTIVE_OF_MAC = (select(access_session)
                  .where(access_session.c.mac == bindparam("device"),
-                        access_session.c.ended_at.is_(None),
-                        access_session.c.ends_at > bindparam("now"))
+                        is_open(bindparam("now")))
                  .order_by(access_session.c.ends_at.desc()))
-
-
-def is_open(now):
-    """The SQL condition of a session open at now."""
-    return and_(access_session.c.ended_at.is_(None), access_session.c.ends_at > now)
 
 
 def ran_out_unrecorded(now):
