@@ -43,6 +43,7 @@ UNAVAILABLE_MESSAGE = lazy_gettext("The phone service is not answering. "
 BUSY_MESSAGE = lazy_gettext("Many guests are signing in right now. "
                             "Please try again in a few seconds.")
 PROVIDER_SLOT_WAIT_SECONDS = 0.25
+RECHECK_SECONDS = 600  # a page saying "you are online" reloads at least this often
 VenueText = namedtuple("VenueText", "text lang")
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
 # A blocked phone or device is told no more than this (the staff know why: see blocklist).
@@ -164,11 +165,19 @@ def time_left(ends_at):
                     time=until)
 
 
+def recheck_seconds(ends_at):
+    """When a page saying "you are online" reloads itself (a meta refresh, no script): just after
+    the session's end, so a window left open says it is over; and at least every RECHECK_SECONDS,
+    so it also learns of an end an admin or a newer device brought forward."""
+    return min(sessions.seconds_until(ends_at) + 1, RECHECK_SECONDS)
+
+
 def online_page(session, continue_url=""):
     """The 'you are online' page for a device with an open session."""
     return render_template("online.html", session=session,
                            continue_url=continue_url or going_to(),
-                           time_left=time_left(session.ends_at))
+                           time_left=time_left(session.ends_at),
+                           recheck_seconds=recheck_seconds(session.ends_at))
 
 
 def form_page(typed="", errors=None, status=200, headers=None, notice=""):
@@ -341,9 +350,10 @@ def wait(token):
     if row is None:
         abort(404)
     stage = stage_of(row)
-    router_login = None
+    router_login = session = None
     if stage == "online":
-        router_login = routers.router_login(verification.session_of(services().engine, row))
+        session = verification.session_of(services().engine, row)
+        router_login = routers.router_login(session)
     if router_login:
         parts = urlsplit(router_login["action"])
         g.callpass_form_target = f"{parts.scheme}://{parts.netloc}"
@@ -358,8 +368,10 @@ def wait(token):
                            is_remembered=verification.is_remembered(row),
                            continue_url=going_to(), is_demo=services().is_demo,
                            needs_terms=settings.current()["venue"]["require_terms"],
+                           time_left=time_left(session.ends_at) if session else None,
+                           recheck_seconds=recheck_seconds(session.ends_at) if session else None,
                            opennds_next=opennds.next_url(row) or opennds_remote.next_url(row)
-                           if access_of(row) == "online" else None)
+                           if stage == "online" else None)
 
 
 @bp.get("/api/verifications/<token>")

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from browser import PHONE_VIEWPORT, screenshot
 from conftest import add_neighbour
 from portal import settings
-from portal.storage import utcnow, verification
+from portal.storage import access_session, utcnow, verification
 
 pytestmark = pytest.mark.browser
 
@@ -120,7 +120,17 @@ def test_whole_flow_in_english_with_the_language_switch(portal, new_phone, simul
     place_call(simulator, "79167654321")
     page.get_by_role("heading", name="You are online").wait_for()
     assert page.get_by_text("You can close this window.").is_visible()
+    assert page.get_by_text(re.compile(r"online until \d\d:\d\d, about 4 more hours\.")).is_visible()
     snap(page, "en-3-online")
+
+    # A window left open says so when the time is up, by itself (no script polls an online page).
+    with portal.engine.begin() as conn:
+        conn.execute(update(access_session).where(access_session.c.mac == BROWSER_MAC)
+                     .values(ends_at=utcnow() + timedelta(seconds=3)))
+    page.reload()
+    assert page.get_by_text(re.compile(r"online until \d\d:\d\d, 1 more minute\.")).is_visible()
+    page.get_by_role("heading", name="Your time online has ended").wait_for()
+    assert page.get_by_role("button", name="Get a new number").is_visible()
 
 
 def test_an_invalid_number_is_explained_next_to_the_field(portal, new_phone):

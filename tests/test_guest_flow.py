@@ -1,11 +1,12 @@
 """The guest's path through the portal with the real simulator as provider and a recording firewall."""
 
 import re
+from datetime import timedelta
 
 from conftest import GUEST_MAC, close_window
 
 from portal import settings, storage
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 
 def test_phone_form_is_the_landing_page(client):
@@ -33,6 +34,22 @@ def test_guest_gets_a_number_calls_it_and_is_online(guest, firewall, simulator):
     assert ("allow", GUEST_MAC, 240 * 60) in firewall.calls
     assert b"You are online" in guest.client.get(f"/wait/{guest.token}").data
     assert b"You are online" in guest.client.get("/").data
+
+
+def test_a_page_saying_online_reloads_itself_when_the_session_ends(guest, app, simulator):
+    guest.start("+7 916 123-45-67")
+    guest.call("79161234567")
+    # A 4-hour session: the pages look again every 10 minutes (an admin may end it sooner).
+    for path in (f"/wait/{guest.token}", "/"):
+        assert '<meta http-equiv="refresh" content="600">' in guest.client.get(path).text, path
+    with storage.begin(app.extensions["callpass"].engine) as conn:
+        conn.execute(update(storage.access_session)
+                     .values(ends_at=storage.utcnow() + timedelta(seconds=30)))
+    for path in (f"/wait/{guest.token}", "/"):
+        page = guest.client.get(path).text
+        assert "1 more minute." in page, path
+        seconds = int(re.search(r'http-equiv="refresh" content="(\d+)"', page).group(1))
+        assert 30 <= seconds <= 32, path  # just after the end
 
 
 def test_invalid_numbers_get_a_clear_message_and_reach_nothing(guest, firewall, app):

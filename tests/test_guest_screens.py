@@ -283,6 +283,8 @@ def test_the_online_page_says_until_when(portal, open_page, simulator):
     start(page, portal, "uk", phone="+7 916 333-44-55")
     assert requests.post(simulator.url + "/sim/call", data={"phone": "79163334455"}, timeout=10).ok
     page.get_by_role("heading", name="Ви в інтернеті").wait_for()
+    assert re.fullmatch(r"Інтернет на цьому пристрої працює до \d\d:\d\d, ще близько 4 годин\.",
+                        page.locator("#time-left").inner_text())  # the wait page says it too
     page.goto(portal.url + "/")
     assert re.fullmatch(r"Інтернет на цьому пристрої працює до \d\d:\d\d, ще близько 4 годин\.",
                         page.locator("#time-left").inner_text())
