@@ -4,10 +4,12 @@ import csv
 import io
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from admin_support import admin, audit_rows  # noqa: F401
 from conftest import GUEST_MAC, close_window, open_session, settle
+from portal import admin as admin_views
 from portal import audit, idlog, sessions, storage, verification
 from portal.firewall import FirewallError, NoopFirewall
 from portal.provider import ProviderRejected
@@ -82,6 +84,35 @@ def test_extending_a_session_moves_its_end_and_tells_the_firewall(app, admin, ma
     assert too_long.status_code == 303
     assert "at most 31 days" in admin.get("/admin/sessions").get_data(as_text=True)
     assert session_rows(app)[0].ends_at == after.ends_at
+
+
+@pytest.mark.parametrize("action, form", [("end", {}), ("extend", {"minutes": "60"})])
+def test_a_session_that_ends_between_the_check_and_the_change_is_left_as_it_ended(
+        app, admin, make_guest, monkeypatch, action, form):
+    """The device signs in anew (its old session "replaced") after the admin page found the old
+    one open, but before "End now" or "Extend" writes: the page says so, the legal log keeps
+    "replaced" at its time, and no audit entry claims a change."""
+    engine = app.extensions["callpass"].engine
+    old = open_session(app, GUEST_MAC, "10.77.0.11", "+79161234567", 60)
+    checked = admin_views.open_session
+
+    def check_then_sign_in_anew(session_id):
+        row = checked(session_id)
+        with storage.begin(engine) as conn:
+            sessions.grant_access(conn, GUEST_MAC, "10.77.0.11", "+79161234567", 60)
+        return row
+    monkeypatch.setattr(admin_views, "open_session", check_then_sign_in_anew)
+
+    answer = admin.post(f"/admin/sessions/{old}/{action}", form, page="/admin/sessions")
+    assert answer.status_code == 303
+    page = admin.get("/admin/sessions").get_data(as_text=True)
+    assert f"The session of {GUEST_MAC} (+79161234567) had already ended; nothing was changed." \
+        in page
+    replaced, new = session_rows(app)
+    assert replaced.id == old and replaced.end_reason == "replaced"
+    assert replaced.ended_at <= new.started_at and replaced.ends_at > new.started_at
+    assert new.ended_at is None and new.ends_at - new.started_at == timedelta(minutes=60)
+    assert [r for r in audit_rows(app) if r.action in ("session-end", "session-extend")] == []
 
 
 def test_search_by_phone_or_mac(admin, make_guest):

@@ -117,6 +117,29 @@ def test_two_devices_asking_at_the_same_instant_get_one_wait(make_guest, simulat
     assert sorted(codes) == [303, 409]
 
 
+def test_a_double_tap_with_both_taps_at_the_provider_lands_on_one_wait_page(make_guest,
+                                                                            simulator):
+    """The same device posts the form twice while the slow provider answers the first: both
+    taps ask it, the first to be written wins, and the other tap goes to that wait page (not
+    "waiting on another device")."""
+    simulator.state.set_knobs(latency=0.5)
+    taps = [make_guest("10.77.1.10", "02:aa:00:00:00:10") for _ in range(2)]
+    answers = []
+    barrier = threading.Barrier(2)
+
+    def tap(device):
+        barrier.wait()
+        answers.append(device.start(VICTIM_PHONE))
+
+    threads = [threading.Thread(target=tap, args=(t,)) for t in taps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [a.status_code for a in answers] == [303, 303]
+    assert answers[0].headers["Location"] == answers[1].headers["Location"]
+
+
 def test_a_call_for_a_phone_two_devices_wait_for_opens_nobody(app, firewall, make_guest):
     """Rows from before one-device-per-phone: an ambiguous call is nobody's."""
     from datetime import timedelta
