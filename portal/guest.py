@@ -349,11 +349,8 @@ def wait(token):
     row = verification.find(services().engine, token)
     if row is None:
         abort(404)
-    stage = stage_of(row)
-    router_login = session = None
-    if stage == "online":
-        session = verification.session_of(services().engine, row)
-        router_login = routers.router_login(session)
+    stage, session = stage_of(row)
+    router_login = routers.router_login(session) if stage == "online" else None
     if router_login:
         parts = urlsplit(router_login["action"])
         g.callpass_form_target = f"{parts.scheme}://{parts.netloc}"
@@ -368,8 +365,9 @@ def wait(token):
                            is_remembered=verification.is_remembered(row),
                            continue_url=going_to(), is_demo=services().is_demo,
                            needs_terms=settings.current()["venue"]["require_terms"],
-                           time_left=time_left(session.ends_at) if session else None,
-                           recheck_seconds=recheck_seconds(session.ends_at) if session else None,
+                           time_left=time_left(session.ends_at) if stage == "online" else None,
+                           recheck_seconds=recheck_seconds(session.ends_at)
+                           if stage == "online" else None,
                            opennds_next=opennds.next_url(row) or opennds_remote.next_url(row)
                            if stage == "online" else None)
 
@@ -389,19 +387,25 @@ def access_of(row):
     "online" then, "ended" after its session; None before a confirmation."""
     if row.state != verification.CONFIRMED:
         return None
-    session = verification.session_of(services().engine, row)
+    return session_access(verification.session_of(services().engine, row))
+
+
+def session_access(session):
+    """ "connecting", "online" or "ended" for a confirmed verification's session (None: none)."""
     if session is None or session.ended_at is not None or session.ends_at <= utcnow():
         return "ended"
     return "online" if session.firewall_at is not None else "connecting"
 
 
 def stage_of(row):
-    """What the wait page shows: pending, connecting, online, ended (the session is over: ended
-    by an admin, by time or by a newer device; or never let through), expired or failed."""
+    """(stage, session) for the wait page. The stage: pending, connecting, online, ended (the
+    session is over: ended by an admin, by time or by a newer device; or never let through),
+    expired or failed. The session: the confirmed verification's, else None."""
     state = verification.state_of(row)
     if state != verification.CONFIRMED:
-        return state
-    return access_of(row)
+        return state, None
+    session = verification.session_of(services().engine, row)
+    return session_access(session), session
 
 
 @bp.post("/wait/<token>/simulate")
