@@ -257,6 +257,12 @@ main.add_command(venue_group)
 # so a guest cannot make the gateway spool hundreds of megabytes to its flash before the 413.
 MAX_HEADER_BYTES = 32 * 1024
 MAX_BODY_BYTES = 512 * 1024
+# A thread back from the database or the provider waits for the GIL until the running thread's
+# switch interval is over (5 ms by default). A write transaction makes several round trips to
+# PostgreSQL while every other writer of the process queues behind it, so those waits added up
+# to most of a write; 0.5 ms lets the thread back in sooner. Complete guest flows, 200 guests:
+# one PostgreSQL node 18 -> 29/s, SQLite 35-39 -> 40-49/s (same machine, same runs).
+GIL_SWITCH_SECONDS = 0.0005
 
 
 def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
@@ -271,6 +277,7 @@ def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
     """
     import waitress
 
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     proxy = {}
     if trusted_proxy:
         proxy = dict(trusted_proxy=trusted_proxy, trusted_proxy_count=1,
