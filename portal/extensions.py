@@ -7,6 +7,7 @@ error for it.
 """
 
 import logging
+import threading
 
 from flask import current_app, request
 from flask_limiter import Limiter
@@ -14,6 +15,41 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 log = logging.getLogger(__name__)
+
+
+def _mend_memory_storage():
+    """limits (5.8, its newest release) is not thread-safe in MemoryStorage, the default storage:
+    - It starts its expiry timer without a lock. When two request threads count at the same
+      instant, both can find no timer running and start one, or start the same one twice; that
+      request then fails with "threads can only be started once", a 500 a guest saw under load.
+      Here finding no timer and starting one are one step under a lock.
+    - Its expiry round fails with a KeyError, printed as a thread's traceback, when a request
+      thread drops the same expired key meanwhile. That key is gone, as the round wanted; here
+      the round just ends, and the next one removes the rest.
+    The timer's race is fixed upstream (alisaifee/limits#352) but in no release yet. This does
+    nothing once limits renames these methods."""
+    schedule = getattr(MemoryStorage, "_MemoryStorage__schedule_expiry", None)
+    expire = getattr(MemoryStorage, "_MemoryStorage__expire_events", None)
+    if schedule is None or expire is None or getattr(schedule, "callpass_mended", False):
+        return
+    lock = threading.Lock()
+
+    def schedule_expiry(storage):
+        with lock:
+            schedule(storage)
+
+    def expire_events(storage):
+        try:
+            expire(storage)
+        except KeyError:
+            pass
+
+    schedule_expiry.callpass_mended = True
+    MemoryStorage._MemoryStorage__schedule_expiry = schedule_expiry
+    MemoryStorage._MemoryStorage__expire_events = expire_events
+
+
+_mend_memory_storage()
 
 # How long a request waits for Redis before the node counts in its own memory instead.
 REDIS_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
