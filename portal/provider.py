@@ -9,6 +9,7 @@ import logging
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 
 from .catalog import N_
 from .phone import digits_of
@@ -71,6 +72,16 @@ def host_of(url: str) -> str:
 
 
 
+def pooled_session(connections):
+    """An HTTP session that keeps up to `connections` connections open to each provider host,
+    so that as many requests at once reuse them (requests keeps 10 and drops the rest)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=connections)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 class Balance(str):
     """The account balance as the provider writes it ("250.80"); .currency is the account's
     currency ("RUB") when the provider names it (balance.php with cur=1), else "".
@@ -99,6 +110,7 @@ class SmscClient:
         apikey="",
         timeout_seconds=8,
         session=None,
+        connections=10,
     ):
         self.base_urls = [base_url, *fallback_urls]
         self.login = login
@@ -106,7 +118,7 @@ class SmscClient:
         self.apikey = apikey
         self.timeout = (min(MAX_CONNECT_SECONDS, timeout_seconds), timeout_seconds)
         self.owns_session = session is None
-        self.session = session if session is not None else requests.Session()
+        self.session = session if session is not None else pooled_session(connections)
 
     @classmethod
     def from_config(cls, provider: dict, session=None) -> "SmscClient":
@@ -120,6 +132,8 @@ class SmscClient:
             apikey=provider["apikey"],
             timeout_seconds=provider["timeout_seconds"],
             session=session,
+            # guests' calls in flight, and the admin page's or /healthz's balance beside them
+            connections=provider["max_concurrent"] + 2,
         )
 
     def close(self):

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -89,10 +90,34 @@ def test_from_config(smsc):
         "password": "",
         "apikey": APIKEY,
         "timeout_seconds": 3,
+        "max_concurrent": 8,
     }
     with SmscClient.from_config(provider) as client:
         assert client.timeout == (3, 3)
         assert client.balance() == "250.80"
+
+
+def test_as_many_calls_at_once_as_the_config_allows_keep_their_connections(smsc, caplog):
+    # portal.threads = 64 allows 32 guests' calls in flight at once: each one's connection goes
+    # back to the pool for the next call (requests alone keeps 10 and drops the rest, warning).
+    provider = {"base_url": smsc.url, "fallback_urls": [], "login": "venue",
+                "password": PASSWORD, "apikey": "", "timeout_seconds": 5, "max_concurrent": 32}
+    smsc.state.set_knobs(latency=0.3)
+    barrier = threading.Barrier(32)
+    numbers = []
+
+    def call(i):
+        barrier.wait()
+        numbers.append(client.wait_call(f"+7916555{i:04d}"))
+
+    with SmscClient.from_config(provider) as client:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert len(numbers) == 32
+    assert "pool is full" not in caplog.text
 
 
 @pytest.mark.parametrize("code", [1, 2, 4, 9, 3])
