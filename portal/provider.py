@@ -71,7 +71,6 @@ def host_of(url: str) -> str:
     return parts.hostname or url
 
 
-
 def pooled_session(connections):
     """An HTTP session that keeps up to `connections` connections open to each provider host,
     so that as many requests at once reuse them (requests keeps 10 and drops the rest)."""

@@ -29,7 +29,7 @@ CALLS = itertools.count()
 
 def call_ts():
     """A notification's ts near now (the callback refuses one 10 minutes away, and this module may
-    run that long after the suite started), each call a second after the last one."""
+    run that long after the suite started), each call a later one than the last."""
     return int(time.time()) - 60 + next(CALLS)
 
 
