@@ -10,7 +10,7 @@ from flask import Flask, current_app
 
 from . import config as config_module
 from . import firewall as firewall_module
-from . import sessions, storage
+from . import sessions, storage, verification
 from .extensions import limiter, limiter_config
 from .firewall_sync import FirewallWorker
 from .provider import SmscClient
@@ -29,6 +29,7 @@ class Services:
     firewall_worker: FirewallWorker  # started by `serve` and `demo`, not by create_app
     online: object                   # sessions.OnlineCache: who is online, for probes
     provider_slots: object           # a semaphore: provider calls in flight at once
+    asking: object                   # verification.AskingLocks: one provider call per phone
     is_demo: bool = False
     simulator_url: str = ""
     cache: dict = field(default_factory=dict)  # small per-app caches (provider status)
@@ -81,6 +82,7 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
         firewall=firewall,
         firewall_worker=firewall_worker,
         provider_slots=threading.BoundedSemaphore(config["provider"]["max_concurrent"]),
+        asking=verification.AskingLocks(),
         is_demo=demo,
         simulator_url=simulator_url,
     )

@@ -250,11 +250,21 @@ def start():
     if not svc.provider_slots.acquire(timeout=PROVIDER_SLOT_WAIT_SECONDS):
         log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
         return form_page(typed, status=503, notice=str(BUSY_MESSAGE))
-    g.callpass_asked_provider = True
+    client = settings.provider()
     try:
-        row = verification.start_verification(
-            svc.engine, settings.provider(), number, mac, ip, portal["verification_minutes"],
-            venue_id, gateway_token)
+        with svc.asking.hold(number, client.longest_call_seconds) as waited:
+            # Another request for this number (a double tap's first, or another device's) has
+            # just asked the provider: its wait page may be this device's, or the number taken.
+            if waited:
+                refused = one_device_per_phone(svc, typed, number, mac)
+                if refused is not None:
+                    return refused
+            g.callpass_asked_provider = True
+            row = verification.start_verification(
+                svc.engine, client, number, mac, ip, portal["verification_minutes"],
+                venue_id, gateway_token)
+    except verification.StillAsking:
+        return form_page(typed, status=503, notice=str(BUSY_MESSAGE))
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
         status, message = PROVIDER_MESSAGES.get(exc.code, (503, UNAVAILABLE_MESSAGE))
@@ -264,8 +274,8 @@ def start():
     except ProviderUnavailable as exc:
         log.warning("provider unavailable: %s", exc)
         return form_page(typed, status=503, notice=str(UNAVAILABLE_MESSAGE))
-    except verification.PhoneWaiting as exc:  # someone got there while we asked
-        if exc.row.mac == mac:  # this device's own double tap: its first request won
+    except verification.PhoneWaiting as exc:  # another serve got there while we asked
+        if exc.row.mac == mac:  # this device's own double tap, through another serve
             return redirect(wait_url(exc.row.token), code=303)
         return phone_busy(typed, exc.row)
     finally:

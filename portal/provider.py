@@ -119,6 +119,11 @@ class SmscClient:
         self.owns_session = session is None
         self.session = session if session is not None else pooled_session(connections)
 
+    @property
+    def longest_call_seconds(self):
+        """How long one call may take when every host is slow but answers within its timeouts."""
+        return len(self.base_urls) * sum(self.timeout)
+
     @classmethod
     def from_config(cls, provider: dict, session=None) -> "SmscClient":
         """Build a client from the [provider] section of the config (all keys present: config.py

@@ -15,6 +15,8 @@ someone else's number would get online on that person's call.
 """
 
 import secrets
+import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy import and_, bindparam, case, or_, select, update
@@ -59,6 +61,44 @@ class PhoneWaiting(Exception):
     def __init__(self, row):
         super().__init__(f"{row.phone} is waiting for a call on another device")
         self.row = row
+
+
+class StillAsking(Exception):
+    """Another request has been asking the provider for this phone for longer than a call takes."""
+
+
+class AskingLocks:
+    """One request at a time asks the provider for a given phone, in this process.
+
+    A double tap posts the form twice at once: the second request waits for the first, then finds
+    its wait page, so the provider is asked once. A lock exists only while someone holds or waits
+    for it. Between processes (several `serve`s on one database) `PhoneWaiting` still decides.
+    """
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks = {}  # phone -> [threading.Lock, requests holding or waiting for it]
+
+    @contextmanager
+    def hold(self, phone, timeout):
+        """Hold phone's lock, waiting at most timeout seconds (StillAsking beyond). Yields
+        whether another request held it first: then the database may have changed meanwhile."""
+        with self._guard:
+            entry = self._locks.setdefault(phone, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            waited = not entry[0].acquire(blocking=False)
+            if waited and not entry[0].acquire(timeout=timeout):
+                raise StillAsking(f"another request is still asking the provider for {phone}")
+            try:
+                yield waited
+            finally:
+                entry[0].release()
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[phone]
 
 
 def waiting_for(conn, phone, now=None):

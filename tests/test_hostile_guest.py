@@ -98,7 +98,8 @@ def test_a_guest_who_missed_the_call_can_ask_again_at_once_when_nobody_else_aske
 
 
 def test_two_devices_asking_at_the_same_instant_get_one_wait(make_guest, simulator):
-    """The provider is slow, so both requests are in flight at once; the database decides."""
+    """The provider is slow, so both requests are in flight at once: the first one asks it, the
+    second is told the number is taken, and the provider is asked once."""
     simulator.state.set_knobs(latency=0.5)
     devices = [make_guest("10.77.1.10", "02:aa:00:00:00:10"),
                make_guest("10.77.1.66", "02:bb:00:00:00:66")]
@@ -115,13 +116,13 @@ def test_two_devices_asking_at_the_same_instant_get_one_wait(make_guest, simulat
     for thread in threads:
         thread.join(10)
     assert sorted(codes) == [303, 409]
+    assert simulator.state.request_count() == 1
 
 
-def test_a_double_tap_with_both_taps_at_the_provider_lands_on_one_wait_page(make_guest,
-                                                                            simulator):
-    """The same device posts the form twice while the slow provider answers the first: both
-    taps ask it, the first to be written wins, and the other tap goes to that wait page (not
-    "waiting on another device")."""
+def test_a_double_tap_asks_the_provider_once_and_lands_on_one_wait_page(make_guest, simulator):
+    """The same device posts the form twice while the slow provider answers the first: the
+    second tap waits for the first and goes to its wait page (not "waiting on another
+    device"); the provider is asked once."""
     simulator.state.set_knobs(latency=0.5)
     taps = [make_guest("10.77.1.10", "02:aa:00:00:00:10") for _ in range(2)]
     answers = []
@@ -138,6 +139,23 @@ def test_a_double_tap_with_both_taps_at_the_provider_lands_on_one_wait_page(make
         thread.join(10)
     assert [a.status_code for a in answers] == [303, 303]
     assert answers[0].headers["Location"] == answers[1].headers["Location"]
+    assert simulator.state.request_count() == 1
+
+
+def test_a_tap_behind_one_that_asks_too_long_is_told_to_try_again(app, make_guest, monkeypatch):
+    """A request for a number another request is asking the provider for waits at most as long
+    as a call may take; then it gets "busy, try again", not a thread held for ever."""
+    from portal.provider import SmscClient
+
+    monkeypatch.setattr(SmscClient, "longest_call_seconds", 0.2)
+    asking = app.extensions["callpass"].asking
+    device = make_guest("10.77.1.10", "02:aa:00:00:00:10")
+    with asking.hold(VICTIM_PHONE, 1):
+        answer = device.start(VICTIM_PHONE)
+    assert answer.status_code == 503
+    assert "Please try again in a few seconds" in answer.get_data(as_text=True)
+    assert device.start(VICTIM_PHONE).status_code == 303
+    assert asking._locks == {}
 
 
 def test_a_call_for_a_phone_two_devices_wait_for_opens_nobody(app, firewall, make_guest):
