@@ -47,16 +47,17 @@ class RecentNeighbours:
     """mac_for_ip from a copy of the table up to a second old, for the probe path: reading and
     parsing the kernel's table on every probe costs more than the rest of the answer. An address
     the copy lacks (a device that just joined) has the table read again, at most ten times a
-    second. Pages that act on a guest's behalf use mac_for_ip, the table as it is now."""
+    second per IP family: a guest taking one new IPv6 address after another cannot make the
+    portal run `ip` for each. Pages that act on a guest's behalf use mac_for_ip, the table as it
+    is now."""
 
     LIFE_SECONDS = 1.0
     MISS_SECONDS = 0.1
 
     def __init__(self, arp_table, interface):
-        self.arp_table = arp_table
-        self.interface = interface
-        self._ipv4 = (0.0, {})  # (time.monotonic() when read, {ip: mac})
-        self._ipv6 = {}         # ip -> (time.monotonic() deadline, mac or None)
+        self.readers = {4: lambda: _read_arp_table(arp_table, interface),
+                        6: lambda: _read_ipv6_neighbours(interface)}
+        self._tables = {4: (float("-inf"), {}), 6: (float("-inf"), {})}  # (read at, {ip: mac})
 
     def mac_for_ip(self, ip):
         """The MAC for ip, or None."""
@@ -65,34 +66,41 @@ class RecentNeighbours:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return None
-        if address.version == 4:
-            ip = str(address)
-            read_at, table = self._ipv4
-            age = now - read_at
-            if age > self.LIFE_SECONDS or (ip not in table and age > self.MISS_SECONDS):
-                table = _read_arp_table(self.arp_table, self.interface)
-                self._ipv4 = (now, table)
-            return table.get(ip)
-        hit = self._ipv6.get(ip)
-        if hit is None or hit[0] <= now:
-            if len(self._ipv6) > 10_000:
-                self._ipv6 = {}
-            hit = (now + self.LIFE_SECONDS, _from_ip_neigh(str(address), self.interface))
-            self._ipv6[ip] = hit
-        return hit[1]
+        ip = str(address)
+        read_at, table = self._tables[address.version]
+        age = now - read_at
+        if age > self.LIFE_SECONDS or (ip not in table and age > self.MISS_SECONDS):
+            table = self.readers[address.version]()
+            self._tables[address.version] = (now, table)
+        return table.get(ip)
 
 
 def _from_ip_neigh(ip, interface):
+    """The MAC of IPv6 address ip on interface, or None."""
+    return _ip_neigh(["neigh", "show", "to", ip, "dev", interface]).get(ip)
+
+
+def _read_ipv6_neighbours(interface):
+    """{ip: mac} of the usable IPv6 entries on interface."""
+    return _ip_neigh(["-6", "neigh", "show", "dev", interface])
+
+
+def _ip_neigh(argv):
+    """{ip: mac} of the usable entries `ip -json ARGV` (a `neigh show`) lists; {} on failure."""
     try:
-        result = subprocess.run(["ip", "-json", "neigh", "show", "to", ip, "dev", interface],
+        result = subprocess.run(["ip", "-json", *argv],
                                 capture_output=True, text=True, timeout=5, check=False)
         entries = json.loads(result.stdout or "[]")
     except (OSError, subprocess.TimeoutExpired, ValueError):
-        return None
+        return {}
+    table = {}
     for entry in entries:
-        if entry.get("lladdr") and "FAILED" not in entry.get("state", []):
-            return entry["lladdr"].lower()
-    return None
+        if entry.get("dst") and entry.get("lladdr") and "FAILED" not in entry.get("state", []):
+            try:
+                table.setdefault(str(ipaddress.ip_address(entry["dst"])), entry["lladdr"].lower())
+            except ValueError:
+                continue
+    return table
 
 
 def stand_in_mac(ip):

@@ -194,6 +194,9 @@ GATEWAY_WAN_IP = "10.78.0.1"
 GATEWAY_WAN_IFACE = "wan0"
 LAN_NETWORK = "10.77.0.0/24"
 PROVIDER_IP = "10.78.0.3"
+# Topology.add_ipv6(): role -> IPv6 address on the same link as its IPv4 one
+IPV6 = {"guest1": "fd77::11", "guest2": "fd77::12", "gateway": "fd77::1", "upstream": "fd78::2"}
+GATEWAY_WAN_IP6 = "fd78::1"
 
 
 class Topology:
@@ -252,6 +255,20 @@ class Topology:
         _ip("-n", up.netns, "link", "set", up.iface, "up")
         _ip("-n", up.netns, "route", "add", LAN_NETWORK, "via", GATEWAY_WAN_IP)
         self.run("gateway", "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
+
+    def add_ipv6(self):
+        """Make the topology dual-stack: each host also gets IPV6[role] (/64s: the LAN fd77::,
+        the uplink fd78::), the guests and upstream routes through the gateway, which forwards."""
+        for role, address in IPV6.items():
+            host = self.hosts[role]
+            _ip("-n", host.netns, "-6", "addr", "add", f"{address}/64", "dev", host.iface,
+                "nodad")
+        _ip("-n", self.gateway.netns, "-6", "addr", "add", f"{GATEWAY_WAN_IP6}/64", "dev",
+            GATEWAY_WAN_IFACE, "nodad")
+        for role in ("guest1", "guest2"):
+            _ip("-n", self.hosts[role].netns, "-6", "route", "add", "default", "via", IPV6["gateway"])
+        _ip("-n", self.upstream.netns, "-6", "route", "add", "fd77::/64", "via", GATEWAY_WAN_IP6)
+        self.run("gateway", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", check=True)
 
     def _ns(self, host):
         return self._namespaces[host.role if isinstance(host, Host) else host]

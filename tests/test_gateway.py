@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_until
-from netns import Topology, requirements_missing
+from sqlalchemy import select
+from netns import IPV6, Topology, requirements_missing
 from serve_support import SECRET, TOKEN, write_config
+
+from portal import storage
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "deploy" / "callpass-fw"
@@ -45,7 +48,7 @@ def portal(topo, tmp_path, database_url):
     config = tmp_path / "callpass.toml"
     write_config(config, port=PORTAL_PORT, database=database_url,
                  provider_url=f"http://{topo.provider_ip}:{SIM_PORT}", script=SCRIPT,
-                 listen_host="0.0.0.0", public_host=topo.gateway.ip,
+                 listen_host="*", public_host=topo.gateway.ip,
                  sections={"portal": {"session_minutes": 30}, "gateway": {"garden": [GARDEN]}})
     logs = (tmp_path / "serve.log").open("w"), (tmp_path / "sim.log").open("w")
     try:
@@ -93,20 +96,20 @@ def is_captive(topo, guest):
             and curl(topo, guest, f"http://{topo.upstream.ip}:{SIM_PORT}/", timeout=2)[0] == 28)
 
 
-def get_online(topo, portal, guest, phone):
+def get_online(topo, portal, guest, phone, *via):
     """guest posts phone (+ and digits), the simulator places the call; returns the state of
-    the verification."""
-    code, headers = curl(topo, guest, "-D", "-", "-o", "/dev/null",
+    the verification. via: curl options for the guest's requests (e.g. --connect-to)."""
+    code, headers = curl(topo, guest, *via, "-D", "-", "-o", "/dev/null",
                          "--data-urlencode", f"phone={phone}", f"{portal}/")
     assert code == 0 and " 303" in headers.splitlines()[0], headers
     token = next(line for line in headers.splitlines()
                  if line.lower().startswith("location:")).rsplit("/", 1)[-1].strip()
-    status = json.loads(curl(topo, guest, f"{portal}/api/verifications/{token}")[1])
+    status = json.loads(curl(topo, guest, *via, f"{portal}/api/verifications/{token}")[1])
     assert status["state"] == "pending" and status["call_number"].startswith("+7")
     code, answer = curl(topo, "upstream", "--data", "phone=" + phone.lstrip("+"),
                         f"http://{topo.provider_ip}:{SIM_PORT}/sim/call", timeout=15)
     assert code == 0 and json.loads(answer)["status"] == 200, answer
-    return json.loads(curl(topo, guest, f"{portal}/api/verifications/{token}")[1])["state"]
+    return json.loads(curl(topo, guest, *via, f"{portal}/api/verifications/{token}")[1])["state"]
 
 
 def test_guest_gets_online_by_calling_on_a_real_gateway(topo, portal):
@@ -140,6 +143,46 @@ def test_guest_gets_online_by_calling_on_a_real_gateway(topo, portal):
     code, body = curl(topo, "guest1", internet)
     assert code == 0 and body != INTERNET_BODY  # answered by the portal, not the internet
     assert is_captive(topo, "guest1")
+
+
+def test_a_guest_signs_in_over_ipv6_on_a_dual_stack_lan(topo, portal, tmp_path, database_url):
+    """portal.listen "*:8080" listens on IPv4 and IPv6: a guest whose browser uses IPv6 is sent
+    to the portal, identified by the gateway's IPv6 neighbour table, signs in, and then reaches
+    the internet over both; the other guest stays captive over both."""
+    topo.add_ipv6()
+    internet6 = f"http://[{IPV6['upstream']}]/"
+    # As a browser does when the portal's name has an IPv6 address: the portal's URL, over IPv6.
+    over_ipv6 = ("--connect-to", f"{topo.gateway.ip}:{PORTAL_PORT}:[{IPV6['gateway']}]:{PORTAL_PORT}")
+    with topo.http_server("upstream", 80, body=INTERNET_BODY, ip="::"):
+        for guest in ("guest1", "guest2"):
+            code, headers = curl(topo, guest, "-D", "-", "-o", "/dev/null", internet6)
+            assert code == 0 and " 302" in headers.splitlines()[0], headers
+            assert f"Location: {portal}/" in headers
+            assert curl(topo, guest, f"http://[{IPV6['upstream']}]:{SIM_PORT}/", timeout=2)[0] == 28
+
+        probe = f"{portal}/generate_204"  # the portal answers probes sent to it, too
+        code, headers = curl(topo, "guest1", *over_ipv6, "-D", "-", "-o", "/dev/null", probe)
+        assert code == 0 and " 302" in headers.splitlines()[0], headers
+
+        assert get_online(topo, portal, "guest1", "+79161234567", *over_ipv6) == "confirmed"
+
+        def probe_says_online():
+            code, headers = curl(topo, "guest1", *over_ipv6, "-D", "-", "-o", "/dev/null", probe)
+            return code == 0 and " 204" in headers.splitlines()[0]
+
+        assert wait_until(probe_says_online), (tmp_path / "serve.log").read_text()
+
+        assert wait_until(lambda: curl(topo, "guest1", internet6) == (0, INTERNET_BODY)), \
+            (tmp_path / "serve.log").read_text()
+        assert curl(topo, "guest1", f"http://{topo.upstream.ip}/") == (0, INTERNET_BODY)
+        assert allowed_macs(topo) == {topo.guest1.mac}
+        engine = storage.connect(database_url)
+        with engine.connect() as conn:
+            rows = conn.execute(select(storage.verification.c.ip, storage.verification.c.mac)).all()
+        engine.dispose()
+        assert [tuple(row) for row in rows] == [(IPV6["guest1"], topo.guest1.mac)]
+        code, headers = curl(topo, "guest2", "-D", "-", "-o", "/dev/null", internet6)
+        assert code == 0 and " 302" in headers.splitlines()[0], headers
 
 
 def test_a_flushed_ruleset_is_put_back_within_15_seconds(topo, portal, tmp_path):
