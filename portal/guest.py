@@ -4,6 +4,7 @@ venue's page and logo."""
 import logging
 import math
 from collections import namedtuple
+from contextlib import contextmanager
 from datetime import timezone
 from urllib.parse import urlsplit
 
@@ -245,25 +246,21 @@ def start():
     refused = one_device_per_phone(svc, typed, number, mac)
     if refused is not None:
         return refused
-    # A slow provider holds a thread per request: beyond max_concurrent, say so at once (a
-    # fast provider frees a slot within milliseconds, so wait that long).
-    if not svc.provider_slots.acquire(timeout=PROVIDER_SLOT_WAIT_SECONDS):
-        log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
-        return form_page(typed, status=503, notice=str(BUSY_MESSAGE))
     client = settings.provider()
     try:
-        with svc.asking.hold(number, client.longest_call_seconds) as waited:
-            # Another request for this number (a double tap's first, or another device's) has
-            # just asked the provider: its wait page may be this device's, or the number taken.
+        with svc.asking.hold(mac, client.longest_call_seconds) as waited:
+            # This device's other request (a double tap's first) has just asked the provider:
+            # its wait page may be the one for this number.
             if waited:
                 refused = one_device_per_phone(svc, typed, number, mac)
                 if refused is not None:
                     return refused
-            g.callpass_asked_provider = True
-            row = verification.start_verification(
-                svc.engine, client, number, mac, ip, portal["verification_minutes"],
-                venue_id, gateway_token)
-    except verification.StillAsking:
+            with provider_slot(svc):
+                g.callpass_asked_provider = True
+                row = verification.start_verification(
+                    svc.engine, client, number, mac, ip, portal["verification_minutes"],
+                    venue_id, gateway_token)
+    except (verification.StillAsking, ProviderBusy):
         return form_page(typed, status=503, notice=str(BUSY_MESSAGE))
     except ProviderRejected as exc:
         log.warning("provider refused wait_call: code %s (%s)", exc.code, exc.text)
@@ -274,13 +271,29 @@ def start():
     except ProviderUnavailable as exc:
         log.warning("provider unavailable: %s", exc)
         return form_page(typed, status=503, notice=str(UNAVAILABLE_MESSAGE))
-    except verification.PhoneWaiting as exc:  # another serve got there while we asked
+    except verification.PhoneWaiting as exc:  # another device got there while we asked
         if exc.row.mac == mac:  # this device's own double tap, through another serve
             return redirect(wait_url(exc.row.token), code=303)
         return phone_busy(typed, exc.row)
+    return redirect(wait_url(row.token), code=303)
+
+
+class ProviderBusy(Exception):
+    """All provider slots stayed taken for PROVIDER_SLOT_WAIT_SECONDS."""
+
+
+@contextmanager
+def provider_slot(svc):
+    """Hold one of the provider.max_concurrent slots while asking the provider. A slow provider
+    holds a thread per request: beyond max_concurrent, say so at once (a fast provider frees a
+    slot within milliseconds, so wait that long), raising ProviderBusy."""
+    if not svc.provider_slots.acquire(timeout=PROVIDER_SLOT_WAIT_SECONDS):
+        log.warning("provider busy: %s requests in flight", svc.config["provider"]["max_concurrent"])
+        raise ProviderBusy
+    try:
+        yield
     finally:
         svc.provider_slots.release()
-    return redirect(wait_url(row.token), code=303)
 
 
 def one_device_per_phone(svc, typed, number, mac):

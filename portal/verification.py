@@ -64,32 +64,40 @@ class PhoneWaiting(Exception):
 
 
 class StillAsking(Exception):
-    """Another request has been asking the provider for this phone for longer than a call takes."""
+    """This device already has a request asking the provider and one waiting for it, or the
+    one asking took longer than a call may take."""
 
 
 class AskingLocks:
-    """One request at a time asks the provider for a given phone, in this process.
+    """A device asks the provider for one number at a time, in this process.
 
-    A double tap posts the form twice at once: the second request waits for the first, then finds
-    its wait page, so the provider is asked once. A lock exists only while someone holds or waits
-    for it. Between processes (several `serve`s on one database) `PhoneWaiting` still decides.
+    A double tap posts the form twice at once: the second request waits for the first (holding
+    no provider slot), then finds its wait page, so the provider is asked once. Any further
+    request from a device that has one asking and one waiting is refused at once: one guest's
+    parallel posts can hold neither many threads nor many provider slots, and each attempt is
+    counted by the rate limit before the next one asks. A lock exists only while someone holds
+    or waits for it. Between processes (several `serve`s on one database) `PhoneWaiting`
+    decides who waits for a phone.
     """
 
     def __init__(self):
         self._guard = threading.Lock()
-        self._locks = {}  # phone -> [threading.Lock, requests holding or waiting for it]
+        self._locks = {}  # mac -> [threading.Lock, requests holding or waiting for it (1 or 2)]
 
     @contextmanager
-    def hold(self, phone, timeout):
-        """Hold phone's lock, waiting at most timeout seconds (StillAsking beyond). Yields
-        whether another request held it first: then the database may have changed meanwhile."""
+    def hold(self, mac, timeout):
+        """Hold the device's lock, waiting at most timeout seconds behind its other request
+        (StillAsking beyond, or at once when a request already waits). Yields whether another
+        request held it first: then the database may have changed meanwhile."""
         with self._guard:
-            entry = self._locks.setdefault(phone, [threading.Lock(), 0])
+            entry = self._locks.setdefault(mac, [threading.Lock(), 0])
+            if entry[1] >= 2:
+                raise StillAsking(f"{mac} has a request asking the provider and one waiting")
             entry[1] += 1
         try:
             waited = not entry[0].acquire(blocking=False)
             if waited and not entry[0].acquire(timeout=timeout):
-                raise StillAsking(f"another request is still asking the provider for {phone}")
+                raise StillAsking(f"{mac}'s other request is still asking the provider")
             try:
                 yield waited
             finally:
@@ -98,7 +106,7 @@ class AskingLocks:
             with self._guard:
                 entry[1] -= 1
                 if entry[1] == 0:
-                    del self._locks[phone]
+                    del self._locks[mac]
 
 
 def waiting_for(conn, phone, now=None):
