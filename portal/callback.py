@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import time
+from datetime import datetime, timezone
 
 from flask import Blueprint, request
 from limits import parse
@@ -89,7 +90,8 @@ def record_call(engine, record):
     with storage.begin(engine) as conn:
         notification_id = conn.execute(notification.insert(), dict(
             row_values(record), verdict="accepted", reason="")).inserted_primary_key[0]
-        confirmed = verification.confirm_call(conn, record["phone"], rules)
+        called_at = datetime.fromtimestamp(record["ts"], timezone.utc)
+        confirmed = verification.confirm_call(conn, record["phone"], called_at, rules)
         if confirmed:
             verdict, reason = "accepted", f"confirmed {len(confirmed)} verification(s)"
         else:

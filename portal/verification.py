@@ -14,6 +14,7 @@ number is refused until the first one's window closes (`PhoneWaiting`). Otherwis
 someone else's number would get online on that person's call.
 """
 
+import logging
 import secrets
 import threading
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from sqlalchemy import and_, bindparam, case, or_, select, update
 from . import sessions, storage
 from .provider import ProviderError
 from .storage import MAIN_VENUE, access_session, blocked, utcnow, verification
+
+log = logging.getLogger(__name__)
 
 PENDING, CONFIRMED, EXPIRED, FAILED = "pending", "confirmed", "expired", "failed"
 
@@ -42,10 +45,21 @@ BY_TOKEN = select(verification).where(verification.c.token == bindparam("token")
 SESSION_OF = (select(access_session)
               .where(access_session.c.verification_id == bindparam("verification_id"))
               .order_by(access_session.c.id.desc()).limit(1))
+# The verifications for a phone whose window contains a call: still pending, or past the
+# window by now (the provider's notification may come late), not confirmed or failed.
+CALLED_IN_WINDOW = (select(verification)
+                    .where(verification.c.phone == bindparam("phone"),
+                           verification.c.state.in_((PENDING, EXPIRED)),
+                           verification.c.created_at <= bindparam("latest_start"),
+                           verification.c.expires_at >= bindparam("earliest_end"))
+                    .order_by(verification.c.id))
 CONFIRM = (update(verification)
            .where(verification.c.id == bindparam("verification_id"),
-                  verification.c.state == PENDING)
+                  verification.c.state.in_((PENDING, EXPIRED)))
            .values(state=CONFIRMED, confirmed_at=bindparam("now")))
+# The provider's clock and the gateway's may differ this much: a call's ts matches a window
+# widened by it at both ends. (The gateway must keep its clock by NTP: the log needs it too.)
+CLOCK_SLACK = timedelta(seconds=60)
 IS_BLOCKED = select(blocked.c.id).where(or_(
     (blocked.c.kind == "phone") & (blocked.c.value == bindparam("phone")),
     (blocked.c.kind == "mac") & (blocked.c.value == bindparam("device")))).limit(1)
@@ -184,35 +198,47 @@ def expire_overdue(engine):
                      .values(state=EXPIRED))
 
 
-def confirm_call(conn, phone, rules):
-    """The provider reports a call from phone: confirm its pending verifications, open sessions.
+def confirm_call(conn, phone, called_at, rules):
+    """The provider reports a call from phone at called_at (its ts): confirm the verification
+    whose window contains the call, and open its session.
+
+    The window decides, not "waiting now": a notification that comes late still opens the
+    device that was waiting when the call was made, and never a device that asked for the
+    number afterwards. When the windows of two devices contain the call (one's closed just as
+    the other's opened, within CLOCK_SLACK), the call could be either's and opens nobody. One
+    device's several windows (it asked again as its window closed) are that device's: its
+    newest is confirmed. Only when no window contains the call does the device waiting now get
+    it, with a warning: the gateway's clock is off by more than CLOCK_SLACK (the callback
+    already refuses a ts more than callback.max_age_seconds away).
 
     rules(venue_id) gives the [portal] settings of a venue (session_minutes, devices_per_phone).
     Runs inside the caller's transaction (the callback records the notification in the same one),
     so a verification is confirmed together with its session or not at all. Returns the
-    confirmed verification rows (empty when nobody with that phone is waiting).
+    confirmed verification rows (empty when the call is nobody's).
     """
     now = utcnow()
-    waiting = conn.execute(WAITING_FOR, {"phone": phone, "now": now}).all()
-    if len(waiting) > 1:
-        # Only rows written before one-device-per-phone can get here: a call that could be
-        # anyone's opens nobody.
+    candidates = conn.execute(CALLED_IN_WINDOW, {"phone": phone,
+                                                 "latest_start": called_at + CLOCK_SLACK,
+                                                 "earliest_end": called_at - CLOCK_SLACK}).all()
+    if not candidates:
+        candidates = conn.execute(WAITING_FOR, {"phone": phone, "now": now}).all()
+        if candidates:
+            log.warning("a call at %s matches no verification's window, but %s waits for it "
+                        "now: is the gateway's clock right (NTP)?", called_at.isoformat(),
+                        candidates[0].mac)
+    if len({row.mac for row in candidates}) != 1:
         return []
-    if waiting and is_blocked(conn, phone, waiting[0].mac):
+    row = candidates[-1]
+    if is_blocked(conn, phone, row.mac):
         # Blocked while it waited (a block during the provider's answer): the call opens nothing.
         return []
-    confirmed = []
-    for row in waiting:
-        changed = conn.execute(CONFIRM, {"verification_id": row.id, "now": now}).rowcount
-        if changed != 1:  # another transaction got there first
-            continue
-        portal = rules(row.venue_id)
-        sessions.grant_access(conn, row.mac, row.ip, row.phone, portal["session_minutes"],
-                              verification_id=row.id,
-                              devices_per_phone=portal["devices_per_phone"], now=now,
-                              venue_id=row.venue_id)
-        confirmed.append(row)
-    return confirmed
+    if conn.execute(CONFIRM, {"verification_id": row.id, "now": now}).rowcount != 1:
+        return []  # another transaction got there first
+    portal = rules(row.venue_id)
+    sessions.grant_access(conn, row.mac, row.ip, row.phone, portal["session_minutes"],
+                          verification_id=row.id, devices_per_phone=portal["devices_per_phone"],
+                          now=now, venue_id=row.venue_id)
+    return [row]
 
 
 def is_blocked(conn, phone, mac):

@@ -2,12 +2,19 @@
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
-from conftest import CALLBACK_TOKEN, notify, settle, signed_fields
+from conftest import CALLBACK_TOKEN, close_window, notify, settle, signed_fields
 from sqlalchemy import select
 
 from portal import storage
+
+
+def verification_row(app, token):
+    v = storage.verification
+    with app.extensions["callpass"].engine.connect() as conn:
+        return conn.execute(select(v).where(v.c.token == token)).one()
 
 
 def notifications(app):
@@ -102,14 +109,72 @@ def test_garbage_fields_are_refused_cleanly(client, app):
     assert all(n.verdict == "rejected" for n in notifications(app))
 
 
-def test_expired_verification_is_not_confirmed(guest, app, firewall):
+def test_a_call_after_the_window_confirms_nothing(guest, app, firewall):
     guest.start("+79161234567")
-    with app.extensions["callpass"].engine.begin() as conn:
-        conn.execute(storage.verification.update().values(expires_at=storage.utcnow()))
+    close_window(app, guest.token)
     assert guest.call("79161234567").data == b"OK"
     assert guest.status()["state"] == "expired"
     assert firewall.calls == []
     assert notifications(app)[-1].verdict == "unmatched"
+
+
+def test_a_call_in_the_window_notified_after_it_closed_still_opens_the_device(guest, app):
+    """The provider's notification came late (a retry, the portal restarting): the call was
+    made in time, so the guest who waited gets online."""
+    guest.start("+79161234567")
+    called = int(time.time())
+    close_window(app, guest.token)
+    assert guest.call("79161234567", ts=called - 150).data == b"OK"  # in the moved window
+    assert guest.status()["access"] == "online"
+    assert notifications(app)[-1].verdict == "accepted"
+
+
+def test_a_late_notification_never_opens_a_device_that_asked_after_the_call(app, make_guest):
+    """The owner called in the last moment of the window; the notification came after it closed
+    and after a stranger asked for the number. The call is the owner's, never the stranger's."""
+    owner = make_guest("10.77.1.10", "02:aa:00:00:00:10")
+    stranger = make_guest("10.77.1.66", "02:bb:00:00:00:66")
+    owner.start("+79161234567")
+    close_window(app, owner.token)
+    owner_window_end = verification_row(app, owner.token).expires_at
+    assert stranger.start("+79161234567").status_code == 303
+    call_ts = int(owner_window_end.timestamp()) - 5
+    assert stranger.call("79161234567", ts=call_ts).data == b"OK"
+    settle(app)
+    assert stranger.status()["access"] != "online"
+    assert owner.status()["access"] == "online"
+
+
+def test_a_call_as_one_window_closes_and_another_opens_opens_nobody(app, make_guest):
+    """Two devices' windows both contain the call, give or take the clocks' slack: either
+    could be the caller's, so neither gets online on it."""
+    first = make_guest("10.77.1.10", "02:aa:00:00:00:10")
+    second = make_guest("10.77.1.66", "02:bb:00:00:00:66")
+    first.start("+79161234567")
+    v = storage.verification
+    with storage.begin(app.extensions["callpass"].engine) as conn:  # closed 20 s ago
+        row = conn.execute(select(v).where(v.c.token == first.token)).one()
+        shift = row.expires_at - storage.utcnow() + timedelta(seconds=20)
+        conn.execute(v.update().where(v.c.token == first.token).values(
+            created_at=row.created_at - shift, expires_at=row.expires_at - shift))
+    assert second.start("+79161234567").status_code == 303
+    assert second.call("79161234567").data == b"OK"
+    settle(app)
+    assert second.status()["access"] != "online"
+    assert first.status()["access"] != "online"
+    assert notifications(app)[-1].verdict == "unmatched"
+    assert second.call("79161234567", ts=int(time.time()) + 61).data == b"OK"  # a minute later
+    settle(app)
+    assert second.status()["access"] == "online"
+
+
+def test_a_gateway_clock_off_by_minutes_still_lets_the_waiting_guest_in(guest, app, caplog):
+    """No window contains the call (the provider's ts is three minutes before the number was
+    shown, by the gateway's clock): the device waiting now gets it, and the log says why."""
+    guest.start("+79161234567")
+    assert guest.call("79161234567", ts=int(time.time()) - 180).data == b"OK"
+    assert guest.status()["access"] == "online"
+    assert "is the gateway's clock right" in caplog.text
 
 
 def test_simulator_call_reaches_a_live_portal(live_portal, simulator):
