@@ -57,7 +57,7 @@ def normalise(text, region):
 
 def digits_of(text):
     """Only the digits of a phone number, whatever its formatting ("+7 (916) …" -> "7916…")."""
-    return "".join(ch for ch in str(text or "") if ch.isdigit())
+    return "".join(ch for ch in str(text or "") if ch in "0123456789")  # not "²" or "٣"
 
 
 def from_provider(digits):

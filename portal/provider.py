@@ -12,7 +12,7 @@ import requests
 import requests.adapters
 
 from .catalog import N_
-from .phone import digits_of
+from .phone import digits_of, from_provider
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,12 @@ class SmscClient:
     def wait_call(self, phone: str) -> str:
         """Ask for the number the guest must call from phone; returns it in E.164 ("+7…")."""
         answer = self._call(WAIT_CALL_PATH, {"phone": digits_of(phone)}, "phone")["phone"]
-        number = digits_of(str(answer))
-        if not number:
+        number = from_provider(str(answer))
+        if number is None:
             # Checked here, not per host: a host that answered a result has registered the wait.
-            raise ProviderUnavailable(f"the provider answered a number to call without digits: {answer!r}")
-        return "+" + number
+            raise ProviderUnavailable(
+                f"the provider answered a number to call that is not 8-15 digits: {str(answer)[:40]!r}")
+        return number
 
     def balance(self) -> "Balance":
         """The account balance as the provider writes it, e.g. "250.80", with its .currency."""

@@ -274,6 +274,9 @@ def test_request_shape():
     "body, status",
     [
         ('{"phone": "no digits here"}', 200),
+        ('{"phone": "749500001011234567890"}', 200),  # longer than any phone number
+        ('{"phone": "1234567"}', 200),
+        ('{"phone": "\u0667\u0664\u0669\u0665\u0660\u0660\u0660\u0660\u0661\u0660\u0661"}', 200),
         ('{"id": 5}', 200),
         ("[]", 200),
         ("", 200),
