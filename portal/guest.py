@@ -203,8 +203,8 @@ def index():
 
 
 def reached_provider(_response):
-    """Only attempts that got as far as the provider count against the limits: typos, a device
-    off the LAN, a remembered device and "busy, try again" do not."""
+    """Only attempts that got as far as the provider, or let a remembered device in, count
+    against the limits: typos, a device off the LAN and "busy, try again" do not."""
     return g.get("callpass_asked_provider", False)
 
 
@@ -241,6 +241,7 @@ def start():
         svc.engine, number, mac, ip, portal["remember_days"],
         portal["session_minutes"], portal["devices_per_phone"], venue_id, gateway_token)
     if row is not None:
+        g.callpass_asked_provider = True  # counted: each one is a session in the log
         svc.firewall_worker.wake()
         return redirect(wait_url(row.token), code=303)
     refused = one_device_per_phone(svc, typed, number, mac)

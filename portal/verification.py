@@ -42,6 +42,7 @@ LAST_ATTEMPT = (select(verification)
                        verification.c.mac == bindparam("mac"))
                 .order_by(verification.c.id.desc()).limit(1))
 BY_TOKEN = select(verification).where(verification.c.token == bindparam("token"))
+BY_ID = select(verification).where(verification.c.id == bindparam("verification_id"))
 SESSION_OF = (select(access_session)
               .where(access_session.c.verification_id == bindparam("verification_id"))
               .order_by(access_session.c.id.desc()).limit(1))
@@ -255,7 +256,8 @@ def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_p
     The sign-in is recorded as a confirmed verification with an empty call_number (the
     identification log shows it), and a session is opened, in one transaction. Only real calls
     count towards the window, so a device is asked to call again at least every `days` days.
-    Returns the new row, or None when the device is not remembered.
+    Returns the new row (or, when the device is online under phone already, the row that let
+    it in), or None when the device is not remembered.
     """
     if days < 1:
         return None
@@ -266,6 +268,11 @@ def remember_device(engine, phone, mac, ip, days, session_minutes, devices_per_p
                                                "since": now - timedelta(days=days)}).first()
         if known is None:
             return None
+        # Already online under this phone: its own page again, no new rows (a device posting
+        # the form over and over must not fill the log or the firewall's queue).
+        online = conn.execute(sessions.ACTIVE_OF_MAC, {"device": mac, "now": now}).first()
+        if online is not None and online.phone == phone and online.verification_id is not None:
+            return conn.execute(BY_ID, {"verification_id": online.verification_id}).first()
         verification_id = conn.execute(verification.insert(), dict(
             token=token, phone=phone, mac=mac, ip=ip, call_number="", state=CONFIRMED,
             created_at=now, expires_at=now, confirmed_at=now, venue_id=venue_id,

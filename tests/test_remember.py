@@ -111,3 +111,19 @@ def test_remembered_devices_count_towards_the_device_limit(make_guest, app, fire
     assert phones[0].start(PHONE).status_code == 303  # back without a call
     assert sessions.active_session(engine, phones[0].mac) is not None
     assert sessions.active_session(engine, phones[1].mac) is None
+
+
+def test_a_remembered_device_posting_again_and_again_adds_nothing_and_is_counted(guest, app,
+                                                                                 remember):
+    """Online already under that phone: the form brings back its page, with no new rows in the
+    identification log or the firewall's queue; and such sign-ins count against the limits
+    (limit_per_phone: 3 in 10 minutes, the call the first), so no device can post its way into
+    thousands of sessions."""
+    remember(7)
+    verify_by_call(guest)
+    before = len(rows(app))
+    codes = [guest.client.post("/", data={"phone": PHONE}).status_code for _ in range(8)]
+    assert codes == [303, 303] + [429] * 6
+    assert len(rows(app)) == before
+    with app.extensions["callpass"].engine.connect() as conn:
+        assert len(conn.execute(select(access_session)).all()) == 1
