@@ -2,13 +2,14 @@
 
 Order matters: authenticate (path token, then checksum), then freshness and replay, then domain work.
 A notification that fails any check changes nothing but its own row in the notification log.
-Guests can reach this URL too, so refusals are counted per address and, past a limit, answered
-429 without a row (forgeries cannot fill the log); a genuine notification is checked first and
+Guests can reach this URL too, so refusals are counted per sender (a guest by its MAC) and in
+all, and past a limit answered 429 without a row (forgeries cannot fill the log); a genuine notification is checked first and
 never counted, so forgeries from the provider's address cannot get its real ones refused.
 """
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from limits import parse
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 
-from . import phone, services, settings, storage, verification
+from . import captive, phone, services, settings, storage, verification
 from .extensions import hit, limiter
 from .storage import notification, utcnow
 
@@ -30,7 +31,8 @@ bp = Blueprint("callback", __name__)
 # The fields recorded from a notification; anything else the provider adds is kept too, capped.
 MAX_FIELDS = 30
 MAX_VALUE = 200
-REFUSALS = parse("30 per minute")  # refused notifications recorded per address
+REFUSALS = parse("30 per minute")        # refused notifications recorded per sender
+ALL_REFUSALS = parse("300 per minute")   # and from every sender together
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 # Built once (see verification.WAITING_FOR): the verdict of a notification, once it is known.
 SET_VERDICT = (update(notification).where(notification.c.id == bindparam("notification_id"))
@@ -125,13 +127,32 @@ def has_valid_checksum(fields, given, kind, secret):
 
 
 def reject(record, status, reason):
-    """Record a refused notification and answer with status; 429 and no row once its address
-    has been refused REFUSALS times (the row would only help someone fill the log)."""
-    if not hit(REFUSALS, "callback-refused", request.remote_addr or ""):
+    """Record a refused notification and answer with status; 429 and no row once its sender
+    has been refused REFUSALS times, or everyone ALL_REFUSALS times (the row would only help
+    someone fill the log)."""
+    if not hit(REFUSALS, "callback-refused", sender()) or \
+            not hit(ALL_REFUSALS, "callback-refused"):
         return "too many refused notifications from this address", 429, TEXT
     log.warning("callback refused from %s: %s", request.remote_addr, reason)
     save(record, "rejected", reason)
     return reason, status, TEXT
+
+
+def sender():
+    """Who sent this request, for counting refusals: a device on the guest LAN by its MAC (a
+    guest can take any number of addresses, not of MACs on its port); anyone else by its
+    address, an IPv6 one by its /64 (one network's hosts can pick any address in it)."""
+    ip = request.remote_addr or ""
+    _ip, mac = captive.identify(services(), ip)
+    if mac is not None:
+        return mac
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return ip
 
 
 def row_values(record):

@@ -268,3 +268,27 @@ def test_forgeries_from_the_providers_address_never_get_its_genuine_notification
     assert guest.call("79161234567").data == b"OK"
     assert guest.status()["access"] == "online"
     assert ("allow", guest.mac) in [call[:2] for call in firewall.calls]
+
+
+def test_forgeries_from_many_addresses_cannot_fill_the_log(app, make_guest):
+    """A guest can take any number of addresses, not of MACs: its refusals are counted by MAC.
+    Off the LAN, an IPv6 sender is counted by its /64; and all senders together have a cap."""
+    guest = make_guest("10.77.1.66", "02:bb:00:00:00:66")
+    for i in range(5):  # one device, five addresses
+        client = make_guest(f"10.77.1.{100 + i}", guest.mac).client
+        for _ in range(40):
+            notify(client, "79161234567", token="wrong-token-0123456789")
+    assert len(notifications(app)) == 30
+
+    for i in range(5):  # five addresses of one IPv6 network outside the LAN
+        client = app.test_client()
+        client.environ_base.update(REMOTE_ADDR=f"2001:db8::{i:x}")
+        for _ in range(40):
+            notify(client, "79161234567", token="wrong-token-0123456789")
+    assert len(notifications(app)) == 60
+
+    for i in range(300):  # many networks: at most 300 refusals a minute are kept in all
+        client = app.test_client()
+        client.environ_base.update(REMOTE_ADDR=f"2001:db8:{i:x}::1")
+        notify(client, "79161234567", token="wrong-token-0123456789")
+    assert len(notifications(app)) == 300
