@@ -47,6 +47,8 @@ PROVIDER_SLOT_WAIT_SECONDS = 0.25
 RECHECK_SECONDS = 600  # a page saying "you are online" reloads at least this often
 VenueText = namedtuple("VenueText", "text lang")
 TERMS_MESSAGE = lazy_gettext("Please accept the terms of use to continue.")
+ONLINE_ELSEWHERE_MESSAGE = lazy_gettext("This device is already online with another number. "
+                                        "Please ask the staff to end that session first.")
 # A blocked phone or device is told no more than this (the staff know why: see blocklist).
 BLOCKED_MESSAGE = lazy_gettext("Sign-in is not available for this device or number here. "
                                "Please ask the staff.")
@@ -235,6 +237,10 @@ def start():
     if blocklist.is_blocked(svc.engine, number, mac):
         log.info("refused a blocked phone or device: %s %s", number, mac)
         return form_page(typed, status=403, notice=str(BLOCKED_MESSAGE))
+    if routers.identity() is not None:
+        refused = online_under_another_number(svc, typed, number, mac)
+        if refused is not None:
+            return refused
     venue_id = venues.current()
     gateway_token = opennds_remote.gateway_token()
     row = verification.remember_device(
@@ -295,6 +301,20 @@ def provider_slot(svc):
         yield
     finally:
         svc.provider_slots.release()
+
+
+def online_under_another_number(svc, typed, number, mac):
+    """None, or 409 when the device is online under another number.
+
+    For a device its router named (MikroTik, UniFi): the guest's browser brings that name back,
+    and a guest can change it. Without this, a guest naming someone else's MAC would end that
+    device's session (a device has one) and put it under the guest's own number in the log.
+    """
+    session = sessions.active_session(svc.engine, mac)
+    if session is None or session.phone == number:
+        return None
+    log.info("refused a sign-in for a device online under another number: %s", mac)
+    return form_page(typed, {"phone": str(ONLINE_ELSEWHERE_MESSAGE)}, 409)
 
 
 def one_device_per_phone(svc, typed, number, mac):

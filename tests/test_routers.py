@@ -101,6 +101,31 @@ def test_unusable_router_variables_are_ignored(app, change):
     assert browser.post("/", data={"phone": "+79161234567"}).status_code == 403  # not identified
 
 
+def test_naming_a_device_online_under_another_number_ends_nothing(app):
+    """The router's variables come back from the guest's browser, so a guest can name another
+    device's MAC. That device's session (another number) is neither ended nor moved to the
+    guest's number in the log: the form says the device is online already."""
+    from portal import sessions
+
+    engine = app.extensions["callpass"].engine
+    victim = app.test_client()
+    victim.post("/mikrotik", data=mikrotik_vars())
+    assert victim.post("/", data={"phone": "+79160000001"}).status_code == 303
+    assert notify(victim, "79160000001").data == b"OK"
+    settle(app)
+    session = sessions.active_session(engine, ROUTER_MAC)
+    assert session is not None and session.phone == "+79160000001"
+
+    forger = app.test_client()
+    forger.post("/mikrotik", data=mikrotik_vars())  # the victim's MAC, typed by someone else
+    answer = forger.post("/", data={"phone": "+79169999999"})
+    assert answer.status_code == 409
+    assert "already online with another number" in answer.get_data(as_text=True)
+    assert sessions.active_session(engine, ROUTER_MAC).id == session.id
+    # The same number again (its own device coming back) is not refused.
+    assert victim.post("/", data={"phone": "+79160000001"}).status_code == 303
+
+
 def test_router_variables_mean_nothing_when_the_gateway_is_callpass_own(app, cfg):
     cfg["gateway"]["firewall"] = "noop"
     browser = app.test_client()
