@@ -24,12 +24,13 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from limits import parse
 from sqlalchemy import func, or_, select, true
 
 from . import (asset_folder, audit, auth, blocklist, guest, idlog, opennds_remote, phone,
                services, sessions, settings, venues, verification)
 from .config import DEFAULTS, LANGUAGES, MAX_SESSION_DAYS, MAX_SESSION_MINUTES
-from .extensions import limiter
+from .extensions import NODE_MEMORY, hit, limiter
 from .firewall import normalise_mac
 from .health import PROVIDER_CHECK_SECONDS, forget_provider_status, provider_status
 from .i18n import NAMES
@@ -45,6 +46,9 @@ csrf = CSRFProtect()
 DISCONNECT_WAIT_SECONDS = 3  # how long "end session" waits for a RADIUS router's answer
 
 PAGE_SIZE = 100
+MAX_PAGE = 10 ** 9       # a page number read from an address is at most this (SQLite's
+                         # offset is a 64-bit number)
+MAX_ID = 2 ** 31 - 1     # the largest id a table gives (PostgreSQL's integer)
 SETTINGS_MAX_BYTES = 1024 * 1024  # the settings form with a logo; the logo itself is capped lower
 EXTEND_CHOICES = (30, 60, 240, 1440)
 
@@ -132,8 +136,11 @@ def audit_detail(row):
     if data is None:
         return row.detail
     if row.action == audit.SETTINGS:
-        return ", ".join(_(SETTING_LABELS[key]) if key in SETTING_LABELS else key
-                         for key in data["changed"])
+        changed = ", ".join(_(SETTING_LABELS[key]) if key in SETTING_LABELS else key
+                            for key in data["changed"])
+        if data.get("venue"):  # a chain admin changed one venue's own settings
+            return _("venue %(slug)s: %(changed)s", slug=data["venue"], changed=changed)
+        return changed
     if row.action == audit.SESSION_END:
         return _("session %(id)s: %(mac)s, %(phone)s", id=data["session"], mac=data["mac"],
                  phone=data["phone"])
@@ -239,11 +246,6 @@ def too_large(_error):
                                      "%(kb)s KB.", kb=settings.LOGO_MAX_BYTES // 1024)), 413
 
 
-@bp.errorhandler(429)
-def locked_out(error):
-    return error.get_response()  # the lock-out page built by on_login_limit
-
-
 def venue_zone():
     """The venue's time zone (settings: venue.timezone) for this request."""
     if "venue_zone" not in g:
@@ -283,8 +285,44 @@ def note(action, detail=""):
 
 # --- Signing in ---------------------------------------------------------------------------------
 
+# The two counts of password guesses held to admin.login_limit (see claim_guess).
+ADDRESS_GUESSES = "admin-login"               # sign-ins from one source address
+PASSWORD_GUESSES = "admin-current-password"   # the current password of one account, on /admins
+
+
 def login_limit():
-    return services().config["admin"]["login_limit"]
+    """admin.login_limit ("5 per 15 minutes") as a limit."""
+    return parse(services().config["admin"]["login_limit"])
+
+
+def claim_guess(scope, key):
+    """Count a password guess against admin.login_limit before the password is checked: scope
+    ADDRESS_GUESSES for a sign-in from address key, PASSWORD_GUESSES for the current password
+    of account key on the change-password form.
+
+    Returns None when the guess may go ahead, else the time (UTC) from which guesses are taken
+    again. A guess that was right, or never checked, is given back (give_back_guess), so only
+    wrong ones count. Counting first, one atomic increment in the limiter's storage, holds
+    guesses sent all at once to the limit: checking first and counting failures afterwards let
+    every guess that arrived during the 0.1 s password check through.
+    """
+    limit = login_limit()
+    if hit(limit, scope, key):
+        return None
+    try:
+        reset = limiter.limiter.get_window_stats(limit, scope, key).reset_time
+    except Exception:  # the shared storage does not answer: hit() counted in this node's memory
+        reset = NODE_MEMORY.get_window_stats(limit, scope, key).reset_time
+    return datetime.fromtimestamp(reset, timezone.utc)
+
+
+def give_back_guess(scope, key):
+    """Take back a guess claim_guess counted: the password was right, or it was not checked."""
+    limit = login_limit()
+    try:
+        limiter.limiter.hit(limit, scope, key, cost=-1)
+    except Exception:  # the shared storage does not answer: hit() counted in this node's memory
+        NODE_MEMORY.hit(limit, scope, key, cost=-1)
 
 
 LOCK_MESSAGES = {
@@ -294,11 +332,6 @@ LOCK_MESSAGES = {
                   "(in %(minutes)s min). A browser that has signed in to this account before "
                   "can sign in now."),
 }
-
-
-def on_login_limit(limit):
-    """The lock-out page of an address (admin.login_limit)."""
-    return locked_out_page("address", datetime.fromtimestamp(limit.reset_at, timezone.utc))
 
 
 def locked_out_page(what, retry_at):
@@ -316,19 +349,19 @@ def locked_out_page(what, retry_at):
 
 
 def safe_next(target):
-    """Only a path inside /admin may be the page shown after signing in."""
+    """Only a path inside /admin may be the page shown after signing in; never one with a
+    space or a control character (a line break would end the Location header)."""
     if target and target.startswith("/admin") and not urlsplit(target).netloc \
-            and "\\" not in target:
+            and "\\" not in target \
+            and all(char.isprintable() and not char.isspace() for char in target):
         return target
     return url_for("admin.dashboard")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"], on_breach=on_login_limit,
-               deduct_when=lambda response: g.get("login_failed", False))
 def login():
-    """The sign-in form. Failures count against the address (admin.login_limit) and, from a
-    browser the account does not know, against the account (auth.claim_attempt)."""
+    """The sign-in form. Failures count against the address (admin.login_limit, claim_guess)
+    and, from a browser the account does not know, against the account (auth.claim_attempt)."""
     next_url = request.values.get("next", "")
     if request.method == "GET":
         if g.admin:
@@ -336,21 +369,26 @@ def login():
         return render_template("admin/login.html", error=None, name="", next_url=next_url)
     svc = services()
     name = request.form.get("name", "").strip()[:64]
+    address = auth.remote_address()
+    retry_at = claim_guess(ADDRESS_GUESSES, address)
+    if retry_at is not None:
+        return locked_out_page("address", retry_at)
     is_known = auth.is_known_device(svc.engine, name)
     if not is_known:
         retry_at = auth.claim_attempt(svc.engine, name)
         if retry_at is not None:
+            give_back_guess(ADDRESS_GUESSES, address)  # refused unchecked: not a failed sign-in
             return locked_out_page("account", retry_at)
     row = auth.authenticate(svc.engine, name, request.form.get("password", ""))
     if row is None:
-        g.login_failed = True
-        audit.record(svc.engine, name or "-", auth.remote_address(), audit.LOGIN_FAILED)
+        audit.record(svc.engine, name or "-", address, audit.LOGIN_FAILED)
         return render_template("admin/login.html", error=_("Wrong name or password."),
                                name=name, next_url=next_url), 401
+    give_back_guess(ADDRESS_GUESSES, address)
     if not is_known:
         auth.forget_failures(svc.engine, row.name)
     auth.sign_in(row)
-    g.admin = row.name
+    g.admin, g.admin_venue = row.name, row.venue_id  # the entry below is her venue's too
     note(audit.LOGIN)
     response = redirect(safe_next(next_url), code=303)
     auth.remember_device(response, row)
@@ -763,8 +801,10 @@ def extend_session(session_id):
     except ValueError:
         minutes = 0
     longest = MAX_SESSION_MINUTES
-    wanted_end = max(row.ends_at, utcnow()) + timedelta(minutes=minutes)
-    if not 1 <= minutes <= longest or wanted_end - utcnow() > timedelta(minutes=longest):
+    # The range first: the new end of a session extended by billions of minutes is past year 9999.
+    if not 1 <= minutes <= longest or \
+            max(row.ends_at, utcnow()) + timedelta(minutes=minutes) - utcnow() \
+            > timedelta(minutes=longest):
         flash(_("A session can run at most %(days)s days from now.", days=MAX_SESSION_DAYS),
               "error")
         return back_to_sessions()
@@ -844,13 +884,20 @@ def unblock(block_id):
 
 # --- Identification log and audit log ----------------------------------------------------------
 
+FIRST_YEAR, LAST_YEAR = 2000, 2100  # the days the log's filters take
+
+
 def date_range():
-    """(from, to, error) from the query string; days in the venue's time zone."""
+    """(from, to, error) from the query string; days in the venue's time zone, of the years
+    FIRST_YEAR to LAST_YEAR (a day near year 1 or 9999 has no midnight in every time zone)."""
     try:
         date_from = idlog.parse_day(request.args.get("from"))
         date_to = idlog.parse_day(request.args.get("to"))
     except ValueError:
         return None, None, _("Enter dates as YYYY-MM-DD.")
+    if any(day and not FIRST_YEAR <= day.year <= LAST_YEAR for day in (date_from, date_to)):
+        return None, None, _("Enter days of the years %(first)s to %(last)s.", first=FIRST_YEAR,
+                             last=LAST_YEAR)
     if date_from and date_to and date_from > date_to:
         return date_from, date_to, _("The first day is after the last day.")
     return date_from, date_to, None
@@ -861,17 +908,28 @@ def log_page():
     svc = services()
     date_from, date_to, error = date_range()
     try:
-        page_number = max(1, int(request.args.get("page", "1")))
+        page_number = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page_number = 1
-    rows, total = ([], 0) if error else idlog.page(
-        svc.engine, date_from, date_to, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE,
-        zone=venue_zone(), venue_id=g.admin_venue)
+    rows, total = [], 0
+    if not error:
+        rows, total = log_rows(date_from, date_to, page_number)
+        last_page = max(1, math.ceil(total / PAGE_SIZE))
+        if page_number > last_page:  # a page past the end (a typed address): the last one
+            page_number = last_page
+            rows, total = log_rows(date_from, date_to, page_number)
     return render_template(
         "admin/log.html", rows=rows, total=total, page=page_number, page_size=PAGE_SIZE,
         error=error, date_from=request.args.get("from", ""), date_to=request.args.get("to", ""),
         reasons=END_REASONS, end_reason=idlog.end_reason, verified_by=idlog.verified_by,
         retention_days=svc.config["admin"]["retention_days"]), 400 if error else 200
+
+
+def log_rows(date_from, date_to, page_number):
+    """(rows, total) of one page of the log this admin sees; a page past the end has no rows."""
+    return idlog.page(services().engine, date_from, date_to, limit=PAGE_SIZE,
+                      offset=(page_number - 1) * PAGE_SIZE, zone=venue_zone(),
+                      venue_id=g.admin_venue)
 
 
 # The export's column titles in the admin's language (the columns of idlog.CSV_HEADER).
@@ -1063,10 +1121,13 @@ def remove_admin(name):
     svc = services()
     if name not in [row.name for row in visible_admins(svc.engine)]:
         abort(404)
-    if name == sole_chain_admin(svc.engine):
+    try:
+        auth.remove_admin(svc.engine, name, keep_a_chain_admin=True)
+    except auth.LastChainAdmin:
         flash(_("The last admin cannot be removed: add another admin first."), "error")
         return redirect(url_for("admin.admins_page"), code=303)
-    auth.remove_admin(svc.engine, name)
+    except auth.AccountError:  # removed meanwhile by another admin's request
+        abort(404)
     note(audit.ADMIN_REMOVE, name)
     flash(_("Admin %(name)s removed; their browsers are signed out.", name=name), "ok")
     return redirect(url_for("admin.admins_page"), code=303)
@@ -1075,20 +1136,36 @@ def remove_admin(name):
 @bp.post("/admins/password")
 def change_password():
     """Change the signed-in admin's own password (the current one first); every other browser
-    signed in as this admin is signed out, this one stays signed in."""
+    signed in as this admin is signed out, this one stays signed in and known to the account.
+
+    Wrong current passwords count against the account as failed sign-ins count against an
+    address (admin.login_limit): a stolen session cannot guess its way to the password."""
     svc = services()
+    retry_at = claim_guess(PASSWORD_GUESSES, g.admin)
+    if retry_at is not None:
+        seconds = max(1, math.ceil((retry_at - utcnow()).total_seconds()))
+        page, status = render_admins({"current": _(
+            "Too many wrong current passwords. Try again after %(time)s (in %(minutes)s min).",
+            time=format_time(retry_at, seconds=True), minutes=(seconds + 59) // 60)}, status=429)
+        return page, status, {"Retry-After": str(seconds)}
     if auth.authenticate(svc.engine, g.admin, request.form.get("current", "")) is None:
         return render_admins({"current": _("This is not your current password.")}, status=400)
+    give_back_guess(PASSWORD_GUESSES, g.admin)
     password = request.form.get("password", "")
     problem = account_problem(g.admin, password, request.form.get("repeated", ""))
     if problem is not None:
         key = {"password": "new", "repeated": "new_repeated"}.get(problem[0], problem[0])
         return render_admins({key: problem[1]}, status=400)
     auth.set_password(svc.engine, g.admin, password)
-    auth.sign_in(auth.authenticate(svc.engine, g.admin, password))
+    row = auth.authenticate(svc.engine, g.admin, password)
+    auth.sign_in(row)
     note(audit.ADMIN_PASSWORD, g.admin)
     flash(_("Your password is changed; your other browsers are signed out."), "ok")
-    return redirect(url_for("admin.admins_page"), code=303)
+    response = redirect(url_for("admin.admins_page"), code=303)
+    # The new password made every browser unknown to the account: this one is known again, so
+    # guesses elsewhere cannot lock its own admin out of it.
+    auth.remember_device(response, row)
+    return response
 
 
 @bp.get("/audit")
@@ -1097,6 +1174,8 @@ def audit_page():
         before = int(request.args["before"]) if request.args.get("before") else None
     except ValueError:
         before = None
+    if before is not None:  # beyond any id: every entry is older than a larger one, none than 0
+        before = None if before > MAX_ID else max(before, 0)
     rows = audit.entries(services().engine, limit=PAGE_SIZE, before_id=before,
                          venue_id=g.admin_venue)
     older = rows[-1].id if len(rows) == PAGE_SIZE else None

@@ -2,9 +2,11 @@
 and the per-account lock.
 
 Passwords are stored only as werkzeug scrypt hashes. The login session lives in Flask's signed
-cookie: the admin's name, when they signed in, and the account's session epoch. Signing out or a
-new password adds one to the epoch, which ends every session of that admin on every browser (a
-copied cookie too); removing the account ends them as well.
+cookie: the admin's name, the account's id and creation time, when they signed in, and the
+account's session epoch. Signing out or a new password adds one to the epoch, which ends every
+session of that admin on every browser (a copied cookie too); removing the account ends them as
+well, and a new account given the same name later is another account: its id or creation time
+differs, so it never takes the old account's cookies.
 
 Guessing is slowed twice: per source address (admin.login_limit, in admin.py) and per account
 (here). After FREE_ATTEMPTS failed attempts from browsers the account does not know, each further
@@ -91,12 +93,26 @@ def set_password(engine, name, password):
         raise AccountError(f"there is no admin named {name!r}")
 
 
-def remove_admin(engine, name):
-    """Delete an admin account (its open browsers are signed out on their next request)."""
+class LastChainAdmin(AccountError):
+    """Removing this admin would leave the chain without an admin of the whole chain."""
+
+
+def remove_admin(engine, name, keep_a_chain_admin=False):
+    """Delete an admin account (its open browsers are signed out on their next request).
+
+    With keep_a_chain_admin (the admin pages), LastChainAdmin when no admin of the whole chain
+    would be left. The delete and the count of those left are one write transaction, and
+    storage.begin lets one writer in at a time (SQLite's write lock, PostgreSQL's advisory
+    lock), so two admins removing each other at the same instant cannot both succeed: the
+    second one counts after the first one's delete.
+    """
     with storage.begin(engine) as conn:
         result = conn.execute(admin_user.delete().where(admin_user.c.name == name))
-    if result.rowcount == 0:
-        raise AccountError(f"there is no admin named {name!r}")
+        if result.rowcount == 0:
+            raise AccountError(f"there is no admin named {name!r}")
+        if keep_a_chain_admin and not conn.execute(
+                select(admin_user.c.id).where(admin_user.c.venue_id.is_(None)).limit(1)).first():
+            raise LastChainAdmin("the last admin of the whole chain cannot be removed")
 
 
 def list_admins(engine):
@@ -128,10 +144,17 @@ def _fingerprint(password_hash):
     return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
+def _account_of(row):
+    """What tells an admin account from a later one of the same name: its id (which SQLite may
+    give again once the account with the highest id is deleted) and its creation time."""
+    return [row.id, row.created_at.isoformat()]
+
+
 def sign_in(row):
     """Start an admin session for row in this browser (a fresh session: no fixation)."""
     session.clear()
     session["admin"] = row.name
+    session["admin_account"] = _account_of(row)
     session["admin_since"] = int(time.time())
     session["admin_epoch"] = row.session_epoch
 
@@ -147,17 +170,19 @@ def sign_out(engine, name):
 
 def signed_in_admin(engine):
     """The admin signed in on this request (name, venue_id: None for a chain admin), or None
-    (expired, signed out elsewhere, password changed, account removed)."""
+    (expired, signed out elsewhere, password changed, account removed, or removed and another
+    account created with the same name)."""
     name = session.get("admin")
     if not name:
         return None
     if time.time() - session.get("admin_since", 0) > SESSION_SECONDS:
         return None
     with engine.connect() as conn:
-        row = conn.execute(select(admin_user.c.name, admin_user.c.venue_id,
-                                  admin_user.c.session_epoch)
+        row = conn.execute(select(admin_user.c.id, admin_user.c.name, admin_user.c.venue_id,
+                                  admin_user.c.created_at, admin_user.c.session_epoch)
                            .where(admin_user.c.name == name)).first()
-    if row is None or session.get("admin_epoch") != row.session_epoch:
+    if row is None or session.get("admin_account") != _account_of(row) \
+            or session.get("admin_epoch") != row.session_epoch:
         return None
     return row
 
