@@ -67,12 +67,12 @@ def create_app(config=None, *, demo=False, engine=None, provider=None, firewall=
     online = sessions.OnlineCache(engine)
     from . import settings  # here, not at the top: settings needs this package loaded first
 
-    # When the table vanishes (`nft flush ruleset`) the worker makes it again with these `up`
-    # arguments and puts the walled garden back; the sessions and provider addresses it knows.
+    # The worker runs `up` with these arguments when it starts (so the chains follow the config:
+    # another LAN, port or TLS port, a newer script) and when the table vanishes (`nft flush
+    # ruleset`); then it puts back the walled garden, the sessions and the provider addresses.
     firewall_worker = FirewallWorker(
         engine, firewall, on_applied=online.clear,
-        table={"lan": config["gateway"]["lan"],
-               "portal_port": int(portal["listen"].rpartition(":")[2])},
+        table=firewall_module.table_of(config),
         restore=lambda: settings.sync_garden(app.extensions["callpass"]))
     app.extensions["callpass"] = Services(
         config=config,

@@ -82,9 +82,11 @@ def passwd(name, config_path):
 @click.argument("name")
 @CONFIG_OPTION
 def remove(name, config_path):
-    """Delete admin NAME."""
+    """Delete admin NAME; never the last admin of the whole chain (one without --venue), as on
+    the admin page: then nobody could manage the venues, the settings or the other admins."""
     engine = open_database(config_path)
-    change(engine, lambda: auth.remove_admin(engine, name), audit.ADMIN_REMOVE, name)
+    change(engine, lambda: auth.remove_admin(engine, name, keep_a_chain_admin=True),
+           audit.ADMIN_REMOVE, name)
     click.echo(f"admin {name} removed")
 
 

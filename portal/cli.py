@@ -15,8 +15,8 @@ from . import config as config_module
 from . import auth, create_app, firewall_sync, idlog, sessions, settings, storage, verification
 from .admin_cli import admin_group
 from .venue_cli import venue_group
-from .command import CONFIG_OPTION, fail, load_config, open_app, read_config
-from .firewall import FirewallError, NoopFirewall
+from .command import CONFIG_OPTION, fail, load_config, open_app, read_config, upgrade_or_exit
+from .firewall import FirewallError, NoopFirewall, table_of
 
 log = logging.getLogger("portal")
 
@@ -81,12 +81,13 @@ def serve(config_path):
     app = open_app(config_path)
     svc = app.extensions["callpass"]
     cfg = svc.config
-    start_background(app)
     host, port = split_listen(cfg["portal"]["listen"])
+    server = listening_server(app, host, port, cfg["portal"]["threads"],
+                              cfg["portal"]["connection_limit"], cfg["portal"]["trusted_proxy"])
+    start_background(app)
     log.info("callpass serving on %s (public URL %s, firewall %s)",
              cfg["portal"]["listen"], cfg["portal"]["public_url"], svc.firewall.name)
-    run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["connection_limit"],
-                 cfg["portal"]["trusted_proxy"])
+    server.run()
 
 
 # What the demo decides itself, whatever --config or CALLPASS_* say: where it listens (--host,
@@ -138,23 +139,25 @@ def demo(host, port, config_path):
         callback_url=f"http://{shown_host}:{port}/callback/smsc/{token}").start()
     app = create_app(cfg, demo=True, firewall=NoopFirewall(), simulator_url=simulator.url)
     svc = app.extensions["callpass"]
-    storage.upgrade(svc.engine)
+    upgrade_or_exit(svc.engine)
     if auth.list_admins(svc.engine):
         admin_line = "(the admins already in the database)"
     else:
         admin_password = secrets.token_urlsafe(12)
         auth.add_admin(svc.engine, "demo", admin_password)
         admin_line = f"(user demo, password {admin_password})"
-    start_background(app)
-    click.echo(f"callpass demo\n  portal:    http://{shown_host}:{port}/\n"
-               f"  admin:     http://{shown_host}:{port}/admin/  {admin_line}; "
-               "from this machine only\n"
-               f"  simulator: http://{shown_host}:{port + 1}/sim/\n"
-               f"  data:      {folder or database}\n"
-               "Open the portal, enter a phone number (e.g. +7 916 123-45-67) and press "
-               "'Simulate the call (demo)'. Ctrl+C stops.")
     try:
-        run_waitress(app, host, port, cfg["portal"]["threads"], cfg["portal"]["connection_limit"])
+        server = listening_server(app, host, port, cfg["portal"]["threads"],
+                                  cfg["portal"]["connection_limit"])
+        start_background(app)
+        click.echo(f"callpass demo\n  portal:    http://{shown_host}:{port}/\n"
+                   f"  admin:     http://{shown_host}:{port}/admin/  {admin_line}; "
+                   "from this machine only\n"
+                   f"  simulator: http://{shown_host}:{port + 1}/sim/\n"
+                   f"  data:      {folder or database}\n"
+                   "Open the portal, enter a phone number (e.g. +7 916 123-45-67) and press "
+                   "'Simulate the call (demo)'. Ctrl+C stops.")
+        server.run()
     finally:
         simulator.stop()
 
@@ -205,28 +208,45 @@ def backup(file, config_path):
 @main.command("fw-up")
 @CONFIG_OPTION
 def fw_up(config_path):
-    """Create the firewall table from the config: `callpass-fw up` with gateway.lan and the port
-    of portal.listen (what callpass-firewall.service and the OpenWrt init script run at boot).
+    """Create the firewall table from the config: `callpass-fw up` with gateway.lan, the port of
+    portal.listen and gateway.tls_port (what callpass-firewall.service and the OpenWrt init
+    script run at boot).
 
-    Only the keys it uses are checked: the table must come up at boot even while, say, the
-    provider's password is still missing, or guests would pass unchecked (fail closed)."""
+    The table must come up at boot whatever else is wrong in the file, or guests would pass
+    unchecked (fail closed): with a bad or unknown key elsewhere, or a missing provider password,
+    it is made from what could be read; with a file that is not TOML at all, from the defaults
+    (br-lan, 8080). The problems are then listed and the exit code is 2, after the table is up.
+    """
     from .firewall import ScriptFirewall
 
-    cfg = read_config(config_path)
+    try:
+        cfg, problems = config_module.load(config_path), []
+    except config_module.ConfigError as exc:
+        if not Path(config_path).is_file():
+            fail(exc.problems)
+        cfg, problems = exc.config, exc.problems
+        if cfg is None:  # not TOML at all: the defaults and the CALLPASS_* variables
+            try:
+                cfg = config_module.load()
+            except config_module.ConfigError as environment_exc:
+                cfg = environment_exc.config
     gateway = cfg["gateway"]
     if gateway["firewall"] != "script":
         click.echo(f"gateway.firewall is {gateway['firewall']!r}: callpass-fw is not used, "
                    "nothing to do")
-        return
-    try:
-        _, port = split_listen(cfg["portal"]["listen"])
-        ScriptFirewall(gateway["script"], gateway["script_timeout_seconds"]).up(gateway["lan"], port)
-    except ValueError as exc:
-        fail([f"gateway.lan or portal.listen: {exc}"])
-    except FirewallError as exc:
-        click.echo(f"callpass: firewall failed: {exc}", err=True)
-        sys.exit(1)
-    click.echo(f"firewall table up: guests on {gateway['lan']}, portal port {port}")
+    else:
+        try:
+            ScriptFirewall(gateway["script"], gateway["script_timeout_seconds"]).up(
+                **table_of(cfg))
+        except ValueError as exc:
+            fail([f"gateway.lan, gateway.tls_port or portal.listen: {exc}", *problems])
+        except FirewallError as exc:
+            click.echo(f"callpass: firewall failed: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"firewall table up: guests on {gateway['lan']}, portal port "
+                   f"{split_listen(cfg['portal']['listen'])[1]}")
+    if problems:
+        fail(problems)
 
 
 @main.command()
@@ -265,8 +285,10 @@ MAX_BODY_BYTES = 512 * 1024
 GIL_SWITCH_SECONDS = 0.0005
 
 
-def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
-    """Serve app with waitress, the production WSGI server (pure Python, runs on small routers).
+def listening_server(app, host, port, threads, connection_limit, trusted_proxy=""):
+    """app on waitress, the production WSGI server (pure Python, runs on small routers),
+    listening already; its run() serves. Exits 1 with a clear message when it cannot listen
+    (the port is taken, the address is not this machine's).
 
     waitress reads each request whole in its event loop before a thread runs it, so threads are
     only held by callpass's own work. Forwarded headers are dropped unless they come from
@@ -282,11 +304,17 @@ def run_waitress(app, host, port, threads, connection_limit, trusted_proxy=""):
     if trusted_proxy:
         proxy = dict(trusted_proxy=trusted_proxy, trusted_proxy_count=1,
                      trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
-    waitress.serve(app, host=host, port=port, threads=threads, ident="callpass",
-                   connection_limit=connection_limit, backlog=2048,
-                   channel_timeout=60, cleanup_interval=15, asyncore_use_poll=True,
-                   max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
-                   inbuf_overflow=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True, **proxy)
+    try:
+        return waitress.create_server(
+            app, host=host, port=port, threads=threads, ident="callpass",
+            connection_limit=connection_limit, backlog=2048,
+            channel_timeout=60, cleanup_interval=15, asyncore_use_poll=True,
+            max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=MAX_BODY_BYTES,
+            inbuf_overflow=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True, **proxy)
+    except (OSError, ValueError) as exc:  # waitress: ValueError for an address it cannot use
+        click.echo(f"callpass: cannot listen on {host}:{port} (portal.listen): "
+                   f"{getattr(exc, 'strerror', None) or exc}", err=True)
+        sys.exit(1)
 
 
 def start_background(app):

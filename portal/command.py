@@ -8,6 +8,7 @@ take their set-up from here, so neither imports the other's internals.
 import sys
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from . import config as config_module
 from . import create_app, storage
@@ -44,8 +45,18 @@ def load_config(path, demo=False):
 def open_app(config_path):
     """The app for a fully checked config, its database schema upgraded."""
     app = create_app(load_config(config_path))
-    storage.upgrade(app.extensions["callpass"].engine)
+    upgrade_or_exit(app.extensions["callpass"].engine)
     return app
+
+
+def upgrade_or_exit(engine):
+    """storage.upgrade, or exit 2 naming the database when it cannot be opened (a missing
+    folder, no write permission, a server that is down)."""
+    try:
+        storage.upgrade(engine)
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        fail([f"portal.database: cannot open {where}: {exc.orig}"])
 
 
 def open_database(config_path):
@@ -56,5 +67,5 @@ def open_database(config_path):
     if found:
         fail(found)
     engine = storage.connect(cfg["portal"]["database"])
-    storage.upgrade(engine)
+    upgrade_or_exit(engine)
     return engine

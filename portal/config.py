@@ -66,6 +66,7 @@ DEFAULTS = {
         "script": "/usr/local/sbin/callpass-fw",
         "script_timeout_seconds": 10,
         "garden": [],
+        "tls_port": 0,
     },
     # A router that asks callpass through FreeRADIUS (MikroTik, UniFi, CoovaChilli, pfSense).
     "radius": {
@@ -103,13 +104,17 @@ MAX_SESSION_DAYS = 31  # the longest session; callpass-fw refuses a longer kerne
 MAX_SESSION_MINUTES = MAX_SESSION_DAYS * 24 * 60
 FIREWALLS = ("script", "noop", "radius", "opennds", "unifi")
 INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (as callpass-fw checks)
+# A host name (RFC 1123): dot-separated labels of letters, digits and inner hyphens.
+HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; the message lists every problem found."""
+    """The configuration cannot be used; the message lists every problem found. config: what
+    could be read (the file parsed, a bad or unknown key left out), None when nothing could."""
 
-    def __init__(self, problems):
+    def __init__(self, problems, config=None):
         self.problems = list(problems)
+        self.config = config
         super().__init__("; ".join(self.problems))
 
 
@@ -134,7 +139,7 @@ def load(path=None, environ=None, overrides=None):
     if overrides:
         merge(config, overrides, problems, source="overrides")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, config)
     return config
 
 
@@ -277,34 +282,71 @@ def opennds_problems(opennds, required):
     return found
 
 
+def is_listen_address(listen):
+    """Whether portal.listen is HOST:PORT that waitress can listen on: HOST "*", an IPv4 address,
+    an IPv6 address in brackets ("[::]") or a syntactically valid host name; PORT 1-65535."""
+    host, _, port = listen.rpartition(":")
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        return False
+    if host == "*":
+        return True
+    try:
+        if host.startswith("[") and host.endswith("]"):
+            ipaddress.IPv6Address(host[1:-1])
+        else:
+            ipaddress.IPv4Address(host)
+        return True
+    except ValueError:
+        # A name whose last label is all digits would be a mistyped IPv4 address ("999.1.1.1").
+        return bool(HOST_NAME.fullmatch(host)) and len(host) <= 253 \
+            and not host.rpartition(".")[2].isdigit()
+
+
+def is_one_rate_limit(text):
+    """Whether text is exactly one rate limit of at least 1, like "5 per 15 minutes"."""
+    try:
+        limits = parse_many(text)
+    except ValueError:
+        return False
+    return len(limits) == 1 and limits[0].amount >= 1
+
+
 def problems(config, demo=False):
     """Everything wrong with a loaded config, as messages naming the key. Empty when usable."""
+    from .settings import check_all, check_url  # settings imports this module
     found = []
     portal, provider, callback, gateway = (
         config["portal"], config["provider"], config["callback"], config["gateway"])
-    host, _, port = portal["listen"].rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        found.append("portal.listen must look like 0.0.0.0:8080")
+    if not is_listen_address(portal["listen"]):
+        found.append("portal.listen must be HOST:PORT with HOST \"*\" (every address), an IPv4 "
+                     "address, an IPv6 address in brackets or a host name, and PORT 1-65535: "
+                     "e.g. \"0.0.0.0:8080\", \"*:8080\" or \"[::]:8080\"")
     found += storage_problems(portal)
     if portal["trusted_proxy"]:
         try:
             ipaddress.ip_address(portal["trusted_proxy"])
         except ValueError:
             found.append("portal.trusted_proxy must be one IP address (the TLS proxy's), or empty")
-    if not portal["public_url"].startswith(("http://", "https://")):
-        found.append("portal.public_url must start with http:// or https://")
+    try:
+        check_url(portal["public_url"])
+    except ValueError:
+        found.append("portal.public_url must be an http:// or https:// address with a host, "
+                     "e.g. https://portal.example.net/ or http://192.168.50.1:8080/")
     for key in ("limit_per_device", "limit_per_phone"):
         try:
             parse_many(portal[key])
         except ValueError:
             found.append(f"portal.{key} must look like \"5 per minute; 20 per hour\"")
+    if not is_one_rate_limit(config["admin"]["login_limit"]):
+        # admin.py reads it with limits.parse: a second limit would be ignored without a word.
+        found.append("admin.login_limit must be one limit of at least 1, like "
+                     "\"5 per 15 minutes\"")
     for network in config["admin"]["allow_from"]:
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             found.append(f"admin.allow_from: {network!r} is not an address or network")
     # The keys the admin page edits are checked by the page's own rules (settings.RULES).
-    from .settings import check_all  # settings imports this module
     for key, exc in check_all(config, needs_credentials=not demo).items():
         found.append(f"{key}: {exc}")
     if config["admin"]["retention_days"] < 1:
@@ -313,8 +355,15 @@ def problems(config, demo=False):
         found.append("callback.public_url must start with https:// or http://, or be empty")
     if callback["signature"] not in SIGNATURES:
         found.append(f"callback.signature must be one of {', '.join(SIGNATURES)}")
+    if callback["max_age_seconds"] < 60:
+        found.append("callback.max_age_seconds must be at least 60 (a notification older than "
+                     "this is refused; the provider's and the gateway's clocks differ a little)")
     if not INTERFACE.fullmatch(gateway["lan"]):
         found.append("gateway.lan must be the name of the guests' interface or bridge, e.g. br-lan")
+    if gateway["script_timeout_seconds"] < 1:
+        found.append("gateway.script_timeout_seconds must be at least 1")
+    if gateway["tls_port"] > 65535:
+        found.append("gateway.tls_port must be a port number (1-65535), or 0 for none")
     if gateway["firewall"] not in FIREWALLS:
         found.append(f"gateway.firewall must be one of {', '.join(FIREWALLS)}")
     found += radius_problems(config["radius"], gateway["firewall"] == "radius" and not demo)

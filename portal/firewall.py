@@ -78,7 +78,17 @@ def _change_line(change):
     return f"allow {change[1]} {change[2]}\n"
 
 
-def _check_up(lan, portal_port, portal_ip):
+def table_of(config):
+    """The `up` arguments a config asks for: {"lan", "portal_port", "tls_port"}. ValueError when
+    portal.listen has no port number."""
+    port = config["portal"]["listen"].rpartition(":")[2]
+    if not port.isdigit():
+        raise ValueError(f"portal.listen has no port number: {config['portal']['listen']!r}")
+    return {"lan": config["gateway"]["lan"], "portal_port": int(port),
+            "tls_port": config["gateway"]["tls_port"] or None}
+
+
+def _check_up(lan, portal_port, portal_ip, tls_port=None):
     """The script's arguments for `up`, checked."""
     if not isinstance(lan, str) or not _IFACE.fullmatch(lan):
         raise ValueError(f"not an interface name: {lan!r}")
@@ -90,6 +100,11 @@ def _check_up(lan, portal_port, portal_ip):
         if not isinstance(portal_ip, str) or "%" in portal_ip:
             raise ValueError(f"not an IP address: {portal_ip!r}")
         argv += ["--portal-ip", str(ipaddress.ip_address(portal_ip))]
+    if tls_port is not None:
+        if isinstance(tls_port, bool) or not isinstance(tls_port, int) or \
+                not 1 <= tls_port <= 65535:
+            raise ValueError(f"TLS port must be 1-65535: {tls_port!r}")
+        argv += ["--tls-port", str(tls_port)]
     return argv
 
 
@@ -143,7 +158,8 @@ class Backend:
         periodic comparison with the database is then skipped)."""
         return None
 
-    def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
+    def up(self, lan: str, portal_port: int, portal_ip: str | None = None,
+           tls_port: int | None = None) -> None:
         """Create what the backend needs on the gateway (recreating a missing table)."""
 
     def is_complete(self) -> bool:
@@ -183,9 +199,10 @@ class ScriptFirewall(Backend):
         self.timeout_seconds = timeout_seconds
         self._lock = threading.Lock()
 
-    def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
+    def up(self, lan: str, portal_port: int, portal_ip: str | None = None,
+           tls_port: int | None = None) -> None:
         """Create or update the ruleset (allowed MACs and the walled garden are kept)."""
-        self._run(_check_up(lan, portal_port, portal_ip))
+        self._run(_check_up(lan, portal_port, portal_ip, tls_port))
 
     def allow(self, mac: str, seconds: int | None = None) -> None:
         """Let mac through, for seconds or until revoked; replaces an earlier allow's time."""
@@ -323,9 +340,10 @@ class NoopFirewall(Backend):
         self._is_complete = True
         self._lock = threading.Lock()
 
-    def up(self, lan: str, portal_port: int, portal_ip: str | None = None) -> None:
+    def up(self, lan: str, portal_port: int, portal_ip: str | None = None,
+           tls_port: int | None = None) -> None:
         """Record the call (arguments checked like the script does); the table is there."""
-        _check_up(lan, portal_port, portal_ip)
+        _check_up(lan, portal_port, portal_ip, tls_port)
         self._record("up", lan, portal_port, portal_ip)
         self._is_complete = True
 

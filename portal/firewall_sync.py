@@ -158,8 +158,8 @@ class FirewallWorker:
     """The thread that applies queued changes (woken by `wake()`), the periodic full pass and the
     check that the table is still there.
 
-    table: the `up` arguments ({"lan": ..., "portal_port": ...}) that recreate a missing table;
-    None: never recreate it. restore: called after a recreation to put back what the sessions do
+    table: the `up` arguments ({"lan", "portal_port", "tls_port"}: firewall.table_of) run once at
+    start and to recreate a missing table; None: never run `up`. restore: called after a recreation to put back what the sessions do
     not say (the walled garden); returns a list of failure messages.
     """
 
@@ -183,6 +183,7 @@ class FirewallWorker:
         self._thread = None
         self._full_sync_due = 0.0  # time.monotonic() of the next full pass: at once
         self._check_due = 0.0      # time.monotonic() of the next table check: at once
+        self._up_done = False      # `up` runs once at start (ensure_table)
 
     def wake(self):
         """Something was queued: apply it now (returns at once)."""
@@ -232,13 +233,26 @@ class FirewallWorker:
         self.apply_pending()
 
     def ensure_table(self):
-        """Recreate the table when it is missing or incomplete, loudly. Raises on failure."""
-        if self.table is None or self.firewall.is_complete():
+        """Run `up` once at start, so the chains are made for this config (`up` keeps the sets:
+        nobody is logged out); afterwards recreate the table when it is missing or incomplete,
+        loudly. Raises on failure."""
+        if self.table is None:
+            return
+        complete = self.firewall.is_complete()
+        if complete and self._up_done:
+            return
+        if complete:  # the first pass
+            self.firewall.up(**self.table)
+            self._up_done = True
+            log.info("firewall: chains made for guests on %s, portal port %s%s",
+                     self.table["lan"], self.table["portal_port"],
+                     f", TLS port {self.table['tls_port']}" if self.table.get("tls_port") else "")
             return
         log.error("firewall: table inet callpass is missing or incomplete (was `nft flush "
                   "ruleset` run, or the nftables service restarted?): guests were not checked; "
                   "recreating it")
         self.firewall.up(**self.table)
+        self._up_done = True
         self.recreated_at = utcnow()
         self._expect_losses = True
         self._provider_sent = None  # the new table's provider sets are empty

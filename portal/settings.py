@@ -447,9 +447,13 @@ def check_url(text, *, empty_ok=False):
     text = text.strip()
     if not text and empty_ok:
         return ""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in text \
-            or len(text) > 300:
+    try:
+        parts = urlsplit(text)
+        is_usable = parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and (parts.port is None or parts.port > 0)
+    except ValueError:  # "http://[::1" (no closing bracket), "http://host:99999/" (no port)
+        is_usable = False
+    if not is_usable or " " in text or len(text) > 300:
         raise Invalid(N_("Enter a full address starting with https:// or http://."))
     if parts.username or parts.password:
         raise Invalid(N_("Do not put a login or password into the address."))
@@ -478,9 +482,11 @@ def check_garden_entry(text):
 
 
 def check_garden(entries):
-    """The walled garden in canonical form, duplicates dropped; Invalid on the first bad entry
-    or when there are more than GARDEN_MAX_ENTRIES. The settings page and the config check
-    both use it, so a garden the page refuses cannot come in through the config file."""
+    """The walled garden in canonical form, duplicates dropped; Invalid on the first bad entry,
+    when there are more than GARDEN_MAX_ENTRIES, or when one entry lies within another (the
+    firewall's sets hold intervals that do not overlap: nft refuses the second one). The settings
+    page and the config check both use it, so a garden the page refuses cannot come in through
+    the config file."""
     garden = []
     for text in entries:
         entry = check_garden_entry(text)
@@ -488,6 +494,16 @@ def check_garden(entries):
             garden.append(entry)
     if len(garden) > GARDEN_MAX_ENTRIES:
         raise Invalid(N_("At most %(n)s entries, please."), n=GARDEN_MAX_ENTRIES)
+    networks = [ipaddress.ip_network(entry) for entry in garden]
+    for index, network in enumerate(networks):
+        for other in networks[:index]:
+            if network.version == other.version and network.overlaps(other):
+                # Two CIDR networks that overlap are one inside the other.
+                inner, outer = (network, other) if network.subnet_of(other) else (other, network)
+                raise Invalid(N_("“%(inner)s” lies within “%(outer)s”: the firewall cannot hold "
+                                 "both, and “%(outer)s” already lets guests reach it. Remove "
+                                 "“%(inner)s”."),
+                              inner=inner.with_prefixlen, outer=outer.with_prefixlen)
     return garden
 
 
@@ -621,27 +637,72 @@ def remove_logo(svc, venue_id=MAIN_VENUE):
         conn.execute(asset.delete().where(asset.c.name == logo_names(venue_id)[0]))
 
 
-def push_garden(firewall, old, new):
-    """Tell the firewall the walled-garden entries that went away and the new ones.
+# The walled-garden entries callpass has put into the firewall, kept in the setting table under a
+# key that is no setting (load() reads only EDITABLE keys). `callpass-fw` has no verb that lists
+# the garden, and the firewall must lose an entry once it is no longer configured: this record is
+# how callpass knows what to take out.
+PUSHED_GARDEN = "firewall.garden"
 
-    Returns the firewall's error messages (empty when it took everything).
+
+def pushed_garden(engine):
+    """The entries callpass has put into the firewall's walled garden and not taken out since."""
+    with engine.connect() as conn:
+        value = conn.execute(select(setting.c.value)
+                             .where(setting.c.key == PUSHED_GARDEN)).scalar()
+    return json.loads(value) if value else []
+
+
+def remember_pushed_garden(engine, entries):
+    """Record the entries the firewall's walled garden now holds (see pushed_garden)."""
+    with storage.begin(engine) as conn:
+        conn.execute(setting.delete().where(setting.c.key == PUSHED_GARDEN))
+        conn.execute(setting.insert().values(key=PUSHED_GARDEN, value=json.dumps(entries),
+                                             updated_at=utcnow(), updated_by="callpass"))
+
+
+def push_garden(firewall, old, new, engine=None):
+    """Make the firewall's walled garden `new`: take out every entry of `old` or of the record of
+    what callpass put there (pushed_garden) that new has not, then add what old has not.
+
+    old is what the firewall is believed to hold (the previous effective garden); new is
+    checked. engine holds the record (default: the running app's). Returns the firewall's error
+    messages (empty when it took everything); an entry whose removal failed stays recorded, so
+    the next sync tries again.
     """
-    failures = []
-    for action, entries in (("del", [e for e in old if e not in new]),
-                            ("add", [e for e in new if e not in old])):
-        for entry in entries:
-            try:
-                firewall.garden(action, entry)
-            except (FirewallError, ValueError) as exc:
-                failures.append(str(exc))
+    engine = services().engine if engine is None else engine
+    pushed = pushed_garden(engine)
+    failures, still_there = [], []
+    for entry in dict.fromkeys([*old, *pushed]):  # in order, once each
+        if entry in new:
+            continue
+        try:
+            firewall.garden("del", entry)
+        except FirewallError as exc:
+            failures.append(str(exc))
+            still_there.append(entry)
+        except ValueError as exc:  # not a network: it never got into the firewall
+            failures.append(str(exc))
+    for entry in new:
+        if entry in old:
+            continue
+        try:
+            firewall.garden("add", entry)
+        except (FirewallError, ValueError) as exc:
+            failures.append(str(exc))
+    if [*new, *still_there] != pushed:
+        remember_pushed_garden(engine, [*new, *still_there])
     return failures
 
 
 def sync_garden(svc):
-    """Add every stored walled-garden entry to the firewall (after `callpass-fw up` at boot).
+    """Make the firewall's walled garden the effective one (at start, by `fw-sync`, after the
+    table was made anew): add every entry, and take out the ones callpass put there that are no
+    longer configured (say, removed from gateway.garden in the file).
 
     An entry an older version accepted but check_garden_entry now refuses (too wide) is taken
-    out of the firewall instead (`up` keeps the garden), and reported with the failures.
+    out of the firewall instead (`up` keeps the garden), and reported with the failures. Entries
+    callpass did not put there (`callpass-fw garden add` by hand, or added by a version before
+    the record) are not known to it and stay until the table is made anew.
     """
     garden, refused, failures = [], [], []
     for entry in load(svc)["gateway"]["garden"]:
@@ -650,4 +711,4 @@ def sync_garden(svc):
         except Invalid as exc:
             refused.append(entry)
             failures.append(f"removed from the firewall: {exc}")
-    return failures + push_garden(svc.firewall, refused, garden)
+    return failures + push_garden(svc.firewall, refused, garden, engine=svc.engine)

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from admin_support import (ADMIN_NAME, ADMIN_PASSWORD, admin, audit_rows,  # noqa: F401
                            command_config, csrf_token, settings_form, sign_in, stored_settings)
 from conftest import GUEST_MAC
-from portal import auth, create_app, storage
+from portal import auth, create_app, storage, venues
 from portal.cli import main
 
 
@@ -61,6 +61,32 @@ def test_admin_passwd_signs_out_open_browsers(app, admin, tmp_path):
     assert admin.get("/admin/").status_code == 303  # the old session is gone
     assert sign_in(admin.client, ADMIN_NAME, ADMIN_PASSWORD).status_code == 401
     assert sign_in(admin.client, ADMIN_NAME, "a brand new secret").status_code == 303
+
+
+def test_admin_remove_never_removes_the_last_chain_admin(app, tmp_path):
+    """As on the admin page: a chain (or single venue) always keeps an admin of the whole chain."""
+    engine = app.extensions["callpass"].engine
+    config = command_config(tmp_path, app)
+    remove = lambda name: CliRunner().invoke(main, ["admin", "remove", name, "--config", config])
+    auth.add_admin(engine, "anna", "a long enough secret")
+    arbat = venues.save(engine, {"slug": "arbat", "name": "Arbat", "nas_identifier": None,
+                                 "nas_ip": None, "unifi_site": None})
+    auth.add_admin(engine, "vera", "a long enough secret", venue_id=arbat)
+
+    refused = remove("anna")
+    assert refused.exit_code == 1
+    assert "callpass: the last admin of the whole chain cannot be removed" in refused.output
+    assert sorted(row.name for row in admin_rows(app)) == ["anna", "vera"]
+    assert [r.action for r in audit_rows(app)] == []
+
+    auth.add_admin(engine, "boris", "a long enough secret")
+    assert remove("anna").exit_code == 0
+    assert remove("vera").exit_code == 0  # a venue's admin: the chain still has boris
+    last = remove("boris")
+    assert last.exit_code == 1 and "cannot be removed" in last.output
+    assert [row.name for row in admin_rows(app)] == ["boris"]
+    assert [(r.action, r.detail) for r in audit_rows(app)] == [("admin-remove", "anna"),
+                                                               ("admin-remove", "vera")]
 
 
 def test_sign_in_and_out(app, client):

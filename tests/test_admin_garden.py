@@ -78,3 +78,65 @@ def test_a_wide_entry_stored_by_an_older_version_is_not_pushed_at_start(app, fir
                                       ("garden", "add", "203.0.113.0/24")]
     assert len(failures) == 1
     assert failures[0].startswith("removed from the firewall: “0.0.0.0/1” is too wide")
+
+
+@pytest.mark.parametrize("typed, inner, outer", [
+    ("10.0.0.0/16\n10.0.1.0/24", "10.0.1.0/24", "10.0.0.0/16"),
+    ("203.0.113.7\n198.51.100.0/24\n203.0.113.0/24", "203.0.113.7/32", "203.0.113.0/24"),
+    ("2001:db8::/32\n2001:db8:1::/48", "2001:db8:1::/48", "2001:db8::/32"),
+])
+def test_an_entry_within_another_is_refused_naming_both(app, admin, firewall, tmp_path, typed,
+                                                       inner, outer):
+    # nft refuses the second of two overlapping intervals, so such a garden would never apply.
+    words = (f"“{inner}” lies within “{outer}”: the firewall cannot hold both, and “{outer}” "
+             f"already lets guests reach it. Remove “{inner}”.")
+    page = admin.post("/admin/settings", settings_form(app, **{"gateway.garden": typed}))
+    assert page.status_code == 400
+    assert f'id="gateway.garden-error" role="alert">{words}' in page.get_data(as_text=True)
+    assert stored_settings(app) == {} and garden_calls(firewall) == []
+
+    path = command_config(tmp_path, app, sections={"gateway": {"garden": typed.split("\n")}})
+    result = CliRunner().invoke(main, ["check-config", "--config", path])
+    assert result.exit_code == 2 and f"gateway.garden: {words}" in result.output
+
+
+def test_networks_of_both_families_and_neighbours_do_not_overlap(app):
+    cfg = config_module.defaults()
+    cfg["gateway"]["garden"] = ["10.0.0.0/24", "10.0.1.0/24", "::ffff:10.0.0.0/120", "10.0.2.1"]
+    assert not [p for p in config_module.problems(cfg) if p.startswith("gateway.garden")]
+
+
+def test_an_entry_taken_out_of_the_config_file_leaves_the_firewall(app, firewall):
+    svc = app.extensions["callpass"]
+    svc.config["gateway"]["garden"] = ["192.0.2.0/24", "198.51.100.7", "2001:db8::/32"]
+    assert settings.sync_garden(svc) == []
+    # The file is edited (one entry out, one widened) and callpass restarted or fw-sync run.
+    svc.config["gateway"]["garden"] = ["192.0.0.0/16", "2001:db8::/32"]
+    del firewall.calls[:]
+    assert settings.sync_garden(svc) == []
+    assert garden_calls(firewall) == [("garden", "del", "192.0.2.0/24"),
+                                      ("garden", "del", "198.51.100.7/32"),
+                                      ("garden", "add", "192.0.0.0/16"),
+                                      ("garden", "add", "2001:db8::/32")]
+    # Once out, an entry is not taken out again.
+    del firewall.calls[:]
+    assert settings.sync_garden(svc) == []
+    assert garden_calls(firewall) == [("garden", "add", "192.0.0.0/16"),
+                                      ("garden", "add", "2001:db8::/32")]
+
+
+def test_the_settings_page_and_the_file_share_what_was_pushed(app, admin, firewall):
+    svc = app.extensions["callpass"]
+    svc.config["gateway"]["garden"] = ["192.0.2.0/24"]
+    assert settings.sync_garden(svc) == []
+    # The page's garden replaces the file's: the file's entry leaves the firewall.
+    assert admin.post("/admin/settings", settings_form(
+        app, **{"gateway.garden": "198.51.100.0/24"})).status_code == 303
+    assert garden_calls(firewall)[-2:] == [("garden", "del", "192.0.2.0/24"),
+                                           ("garden", "add", "198.51.100.0/24")]
+    # The page widens its entry; a sync later deletes nothing more (the /24 is gone already).
+    assert admin.post("/admin/settings", settings_form(
+        app, **{"gateway.garden": "198.51.0.0/16"})).status_code == 303
+    del firewall.calls[:]
+    assert settings.sync_garden(svc) == []
+    assert garden_calls(firewall) == [("garden", "add", "198.51.0.0/16")]

@@ -86,3 +86,66 @@ def test_check_config_command(tmp_path):
     missing = run(tmp_path / "absent.toml")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
 
+
+
+PUBLIC_URL = "portal.public_url must be an http:// or https:// address with a host"
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("admin", "login_limit", "five a minute", "admin.login_limit must be one limit"),
+    ("admin", "login_limit", "5 per minute; 20 per hour", "admin.login_limit must be one limit"),
+    ("admin", "login_limit", "0 per minute", "admin.login_limit must be one limit"),
+    ("callback", "max_age_seconds", 0, "callback.max_age_seconds must be at least 60"),
+    ("callback", "max_age_seconds", 59, "callback.max_age_seconds must be at least 60"),
+    ("gateway", "script_timeout_seconds", 0, "gateway.script_timeout_seconds must be at least 1"),
+    ("gateway", "tls_port", 65536, "gateway.tls_port must be a port number"),
+    ("portal", "public_url", "https://", PUBLIC_URL),
+    ("portal", "public_url", "http:///portal", PUBLIC_URL),
+    ("portal", "public_url", "http://[fd00::1/", PUBLIC_URL),
+    ("portal", "public_url", "ftp://192.168.50.1/", PUBLIC_URL),
+    ("portal", "listen", "999.1.1.1:8080", "portal.listen must be HOST:PORT"),
+    ("portal", "listen", "::1:8080", "portal.listen must be HOST:PORT"),  # IPv6 needs brackets
+    ("portal", "listen", "[192.168.1.1]:8080", "portal.listen must be HOST:PORT"),
+    ("portal", "listen", "my_gateway:8080", "portal.listen must be HOST:PORT"),
+    ("portal", "listen", "-gw.lan:8080", "portal.listen must be HOST:PORT"),
+    ("portal", "listen", "0.0.0.0:0", "portal.listen must be HOST:PORT"),
+    ("portal", "listen", "0.0.0.0:65536", "portal.listen must be HOST:PORT"),
+    ("portal", "listen", ":8080", "portal.listen must be HOST:PORT"),
+    ("provider", "base_url", "https://[2001:db8::1", "provider.base_url: Enter a full address"),
+])
+def test_bad_values_are_named_with_their_key(section, key, value, words):
+    cfg = config.load(EXAMPLE, environ={})
+    cfg[section][key] = value
+    found = config.problems(cfg, demo=True)
+    assert [p for p in found if p.startswith(words)], found
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("admin", "login_limit", "10 per hour"),
+    ("callback", "max_age_seconds", 60),
+    ("gateway", "script_timeout_seconds", 1),
+    ("gateway", "tls_port", 0),
+    ("gateway", "tls_port", 8443),
+    ("gateway", "tls_port", 65535),
+    ("portal", "public_url", "https://portal.example.net/"),
+    ("portal", "public_url", "http://[fd00::1]:8080/"),
+    ("portal", "listen", "*:8080"),
+    ("portal", "listen", "0.0.0.0:8080"),
+    ("portal", "listen", "127.0.0.1:8080"),
+    ("portal", "listen", "[::]:8080"),
+    ("portal", "listen", "[fd00::1]:80"),
+    ("portal", "listen", "localhost:8080"),
+    ("portal", "listen", "gw-1.venue.lan:65535"),
+])
+def test_good_values_pass(section, key, value):
+    cfg = config.load(EXAMPLE, environ={})
+    cfg[section][key] = value
+    assert config.problems(cfg, demo=True) == []
+
+
+def test_a_negative_tls_port_is_refused_in_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[gateway]\ntls_port = -1\n")
+    with pytest.raises(config.ConfigError, match="gateway.tls_port: must not be negative"):
+        config.load(path, environ={})
+    assert config.defaults()["gateway"]["tls_port"] == 0

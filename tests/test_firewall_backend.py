@@ -1,6 +1,7 @@
 """portal.firewall: ScriptFirewall driving the real script in a namespace, its input checks,
 NoopFirewall and from_config."""
 
+import json
 import stat
 import time
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import netns
+from portal import create_app, settings, storage
 from portal import firewall as firewall_module
 from portal.firewall import FirewallError, NoopFirewall, ScriptFirewall, from_config, normalise_mac
 
@@ -399,3 +401,43 @@ def test_every_backend_the_config_accepts_exists():
     from portal.firewall import BACKENDS
 
     assert set(FIREWALLS) == set(BACKENDS)
+
+
+def nft_garden(namespace):
+    """The walled garden's entries in the namespace's sets, as nft prints them."""
+    entries = []
+    for name in ("garden4", "garden6"):
+        listing = namespace.run("nft", "-j", "list", "set", "inet", "callpass", name, check=True)
+        [found] = [item["set"] for item in json.loads(listing.stdout)["nftables"] if "set" in item]
+        for element in found.get("elem", []):
+            prefix = element.get("prefix") if isinstance(element, dict) else None
+            entries.append(f"{prefix['addr']}/{prefix['len']}" if prefix else element)
+    return sorted(entries)
+
+
+@pytest.mark.netns
+def test_the_firewall_garden_follows_the_configured_one(fw, gateway_ns, cfg):
+    """An entry taken out of gateway.garden leaves the real nft sets at the next sync (start,
+    fw-sync, a remade table), also when its replacement covers it (nft refuses overlaps)."""
+    app = create_app(cfg, firewall=fw)
+    storage.upgrade(app.extensions["callpass"].engine)
+    svc = app.extensions["callpass"]
+    fw.up("br-lan", 2050)
+    svc.config["gateway"]["garden"] = ["192.0.2.0/24", "198.51.100.7", "2001:db8::/32"]
+    assert settings.sync_garden(svc) == []
+    assert nft_garden(gateway_ns) == ["192.0.2.0/24", "198.51.100.7", "2001:db8::/32"]
+
+    svc.config["gateway"]["garden"] = ["192.0.0.0/16"]
+    assert settings.sync_garden(svc) == []
+    assert nft_garden(gateway_ns) == ["192.0.0.0/16"]
+    assert settings.sync_garden(svc) == []  # again: nothing left to take out, nothing fails
+    assert nft_garden(gateway_ns) == ["192.0.0.0/16"]
+
+    fw.down()  # `nft flush ruleset`: the worker makes the table again and syncs the garden
+    fw.up("br-lan", 2050)
+    assert settings.sync_garden(svc) == []
+    assert nft_garden(gateway_ns) == ["192.0.0.0/16"]
+    svc.config["gateway"]["garden"] = []
+    assert settings.sync_garden(svc) == []
+    assert nft_garden(gateway_ns) == []
+    app.extensions["callpass"].engine.dispose()

@@ -3,6 +3,7 @@ from the same config `serve` reads (gateway.lan, the port of portal.listen: the 
 uses when it recreates the table), and stopping never deletes it (with no table forwarding is
 open, so that would fail open)."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -46,9 +47,9 @@ printf '%s\\n' "$*" >> "$(dirname "$0")/calls"
 """
 
 
-def fw_up(config):
+def fw_up(config, **environment):
     return subprocess.run([sys.executable, "-m", "portal", "fw-up", "--config", str(config)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **environment})
 
 
 def test_fw_up_runs_the_script_with_the_configs_interface_and_port(tmp_path, database_url):
@@ -74,6 +75,68 @@ def test_fw_up_runs_the_script_with_the_configs_interface_and_port(tmp_path, dat
     result = fw_up(config)
     assert result.returncode == 2 and "gateway.lan" in result.stderr
     assert (tmp_path / "calls").read_text().count("\n") == 1
+
+
+def test_fw_up_makes_the_table_even_when_the_rest_of_the_config_is_wrong(tmp_path, database_url):
+    """At boot a typo anywhere in the file must not leave guests unchecked: the table comes up
+    from what could be read (or, for a file that is not TOML at all, from the defaults), then
+    the problems are listed and the exit code says something is wrong."""
+    script = tmp_path / "callpass-fw"
+    script.write_text(RECORDER)
+    script.chmod(0o755)
+    config = write_config(tmp_path / "callpass.toml", database=database_url, port=8123,
+                          listen_host="0.0.0.0", script=script,
+                          sections={"gateway": {"lan": "guests0", "script": str(script)},
+                                    "venue": {"welcom": "Hello"}})
+    result = fw_up(config)
+    assert result.returncode == 2 and "unknown key venue.welcom" in result.stderr
+    assert (tmp_path / "calls").read_text() == "up --lan guests0 --portal-port 8123\n"
+
+    config.write_text(config.read_text() + '\n[venue]\nwelcome = "He said "hi""\n')
+    result = fw_up(config, CALLPASS_GATEWAY_SCRIPT=str(script))
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
+    assert (tmp_path / "calls").read_text().splitlines()[-1] == "up --lan br-lan --portal-port 8080"
+
+    assert fw_up(tmp_path / "missing.toml").returncode == 2  # no file: nothing to go on
+    assert (tmp_path / "calls").read_text().count("\n") == 2
+
+
+def test_fw_up_opens_the_tls_port_the_config_names(tmp_path, database_url):
+    script = tmp_path / "callpass-fw"
+    script.write_text(RECORDER)
+    script.chmod(0o755)
+    config = write_config(tmp_path / "callpass.toml", database=database_url, port=8123,
+                          listen_host="0.0.0.0", script=script,
+                          sections={"gateway": {"lan": "guests0", "tls_port": 443}})
+    result = fw_up(config)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "calls").read_text() == "up --lan guests0 --portal-port 8123 --tls-port 443\n"
+
+
+def test_the_worker_makes_the_chains_for_its_config_when_it_starts(tmp_path):
+    """Restarting callpass after changing gateway.lan (or upgrading the script) applies it: the
+    worker's first pass runs `up` (which keeps the sets). Later passes only check the table, and
+    recreate it, loudly, when it is gone."""
+    from portal import firewall_sync, storage
+    from portal.firewall import NoopFirewall
+
+    engine = storage.connect(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    storage.upgrade(engine)
+    firewall = NoopFirewall()
+    table = {"lan": "guests0", "portal_port": 8123, "tls_port": 443}
+    worker = firewall_sync.FirewallWorker(engine, firewall, table=table)
+    assert worker.attempt()
+    assert [call for call in firewall.calls if call[0] == "up"] == [("up", "guests0", 8123, None)]
+    worker._check_due = 0.0
+    assert worker.attempt()
+    assert [call[0] for call in firewall.calls].count("up") == 1
+    assert worker.recreated_at is None
+
+    firewall.down()  # `nft flush ruleset`
+    worker._check_due = 0.0
+    assert worker.attempt()
+    assert [call[0] for call in firewall.calls].count("up") == 2
+    assert worker.recreated_at is not None
 
 
 def test_the_script_needs_only_cap_net_admin():
