@@ -33,17 +33,28 @@ from .storage import MAIN_VENUE, asset, setting, utcnow, venue_setting
 
 def load(svc, venue_id=MAIN_VENUE):
     """The file config with every stored override of the chain, then of the venue, applied (a
-    fresh copy)."""
+    fresh copy).
+
+    A venue with a provider account of its own takes none of the chain's provider credentials:
+    the chain's API key or password must never reach the venue's provider, nor ride along with
+    the venue's login. (save() stores a venue's whole provider block at once, its address too.)
+    """
     merged = copy.deepcopy(svc.config)
     with svc.engine.connect() as conn:
         rows = conn.execute(select(setting.c.key, setting.c.value)).all()
+        venue_rows = []
         if venue_id != MAIN_VENUE:
-            rows += conn.execute(select(venue_setting.c.key, venue_setting.c.value)
-                                 .where(venue_setting.c.venue_id == venue_id)).all()
-    for key, value in rows:
+            venue_rows = conn.execute(select(venue_setting.c.key, venue_setting.c.value)
+                                      .where(venue_setting.c.venue_id == venue_id)).all()
+    for key, value in rows + venue_rows:
         section, _, name = key.partition(".")
         if key in EDITABLE and section in merged and name in merged[section]:
             merged[section][name] = json.loads(value)
+    own = {key for key, _value in venue_rows}
+    if own & set(PROVIDER_KEYS):
+        for key in PROVIDER_CREDENTIALS:
+            if key not in own:
+                merged["provider"][key.partition(".")[2]] = ""
     return merged
 
 
@@ -78,6 +89,11 @@ def effective_venue():
 def save(svc, changes, admin, venue_id=MAIN_VENUE):
     """Store overrides {"section.key": value} of the chain (the main venue) or of one venue;
     values must already be validated."""
+    if venue_id != MAIN_VENUE and set(changes) & set(PROVIDER_KEYS):
+        # A venue's provider is its own as a whole: pinned to the address its secrets were
+        # entered for, so a later change of the chain's address or key never reaches it.
+        provider = load(svc, venue_id)["provider"]
+        changes = {**{key: provider[key.partition(".")[2]] for key in PROVIDER_KEYS}, **changes}
     with storage.begin(svc.engine) as conn:
         now = utcnow()
         for key, value in changes.items():
@@ -439,6 +455,8 @@ EDITABLE = tuple(RULES)  # the keys an admin may change on the settings page
 VENUE_KEYS = tuple(key for key in RULES if key.split(".")[0] in ("venue", "portal"))
 VENUE_CHAIN_KEYS = VENUE_KEYS + tuple(key for key in RULES if key.startswith("provider."))
 SECRETS = tuple(key for key, rule in RULES.items() if isinstance(rule, Secret))
+PROVIDER_KEYS = tuple(key for key in RULES if key.startswith("provider."))
+PROVIDER_CREDENTIALS = ("provider.login", "provider.password", "provider.apikey")
 PER_LANGUAGE = tuple(key for key, rule in RULES.items() if isinstance(rule, Texts))
 
 

@@ -423,3 +423,41 @@ def test_the_main_venue_has_no_admins_of_its_own(app, admin, tmp_path):
                             input=ADMIN_PASSWORD + "\n", text=True, capture_output=True, timeout=30)
     assert result.returncode == 1 and "main venue" in result.stderr
     assert [row.name for row in auth.list_admins(engine_of(app))] == ["boss"]
+
+
+def venue_provider_form(app, **changes):
+    """The settings form of a venue (what /admin/settings?venue=… posts), with changes."""
+    form = {key: value for key, value in settings_form(app).items()
+            if key in settings.VENUE_CHAIN_KEYS or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
+    form.update(changes)
+    return form
+
+
+def test_the_chains_later_api_key_never_reaches_a_venues_own_provider(app, admin):
+    add_venue(app, "arbat", nas_identifier="MT-Arbat")
+    arbat = venues.by_slug(engine_of(app), "arbat").id
+    assert admin.post("/admin/settings?venue=arbat", venue_provider_form(app, **{
+        "provider.base_url": "https://venue-provider.example", "provider.login": "arbat",
+        "provider.password": "arbat-password"})).status_code == 303
+    assert admin.post("/admin/settings", settings_form(
+        app, **{"provider.apikey": "CHAIN-SECRET-KEY"})).status_code == 303
+    provider = settings.load(app.extensions["callpass"], arbat)["provider"]
+    assert (provider["base_url"], provider["login"], provider["password"], provider["apikey"]) \
+        == ("https://venue-provider.example", "arbat", "arbat-password", "")
+
+
+def test_a_venues_own_password_stays_with_the_address_it_was_entered_for(app, admin):
+    """The venue has its own login at the chain's address; the chain then moves to another
+    provider address: the venue's password is not sent there (the venue keeps its address)."""
+    add_venue(app, "arbat", nas_identifier="MT-Arbat")
+    arbat = venues.by_slug(engine_of(app), "arbat").id
+    old_address = settings.load(app.extensions["callpass"])["provider"]["base_url"]
+    assert admin.post("/admin/settings?venue=arbat", venue_provider_form(app, **{
+        "provider.login": "arbat", "provider.password": "arbat-password"})).status_code == 303
+    assert admin.post("/admin/settings", settings_form(app, **{
+        "provider.base_url": "https://new-provider.example",
+        "provider.password": "chain-password"})).status_code == 303
+    provider = settings.load(app.extensions["callpass"], arbat)["provider"]
+    assert (provider["base_url"], provider["password"]) == (old_address, "arbat-password")
+    assert settings.load(app.extensions["callpass"])["provider"]["base_url"] \
+        == "https://new-provider.example"
