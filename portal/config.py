@@ -103,6 +103,7 @@ LANGUAGES = ("ru", "uk", "en")
 MAX_SESSION_DAYS = 31  # the longest session; callpass-fw refuses a longer kernel timeout too
 MAX_SESSION_MINUTES = MAX_SESSION_DAYS * 24 * 60
 FIREWALLS = ("script", "noop", "radius", "opennds", "unifi")
+MAX_RETENTION_DAYS = 36_500  # "keep for ever" is 100 years: a purge date must stay a date
 INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (as callpass-fw checks)
 # A host name (RFC 1123): dot-separated labels of letters, digits and inner hyphens.
 HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
@@ -349,8 +350,8 @@ def problems(config, demo=False):
     # The keys the admin page edits are checked by the page's own rules (settings.RULES).
     for key, exc in check_all(config, needs_credentials=not demo).items():
         found.append(f"{key}: {exc}")
-    if config["admin"]["retention_days"] < 1:
-        found.append("admin.retention_days must be at least 1")
+    if not 1 <= config["admin"]["retention_days"] <= MAX_RETENTION_DAYS:
+        found.append(f"admin.retention_days must be 1 to {MAX_RETENTION_DAYS} (100 years)")
     if callback["public_url"] and not callback["public_url"].startswith(("http://", "https://")):
         found.append("callback.public_url must start with https:// or http://, or be empty")
     if callback["signature"] not in SIGNATURES:

@@ -95,6 +95,8 @@ PUBLIC_URL = "portal.public_url must be an http:// or https:// address with a ho
     ("admin", "login_limit", "five a minute", "admin.login_limit must be one limit"),
     ("admin", "login_limit", "5 per minute; 20 per hour", "admin.login_limit must be one limit"),
     ("admin", "login_limit", "0 per minute", "admin.login_limit must be one limit"),
+    ("admin", "retention_days", 1_000_000, "admin.retention_days must be 1 to 36500"),
+    ("admin", "retention_days", 0, "admin.retention_days must be 1 to 36500"),
     ("callback", "max_age_seconds", 0, "callback.max_age_seconds must be at least 60"),
     ("callback", "max_age_seconds", 59, "callback.max_age_seconds must be at least 60"),
     ("gateway", "script_timeout_seconds", 0, "gateway.script_timeout_seconds must be at least 1"),
