@@ -213,8 +213,9 @@ def fw_up(config_path):
     script run at boot).
 
     The table must come up at boot whatever else is wrong in the file, or guests would pass
-    unchecked (fail closed): with a bad or unknown key elsewhere, or a missing provider password,
-    it is made from what could be read; with a file that is not TOML at all, from the defaults
+    unchecked (fail closed). Only the file's form is read, not what serve checks (a provider
+    password may still be missing). With a bad or unknown key, the table is made from what could
+    be read (that key at its default); with a file that is not TOML at all, from the defaults
     (br-lan, 8080). The problems are then listed and the exit code is 2, after the table is up.
     """
     from .firewall import ScriptFirewall
