@@ -89,6 +89,15 @@ def settings_form(app, **changes):
     return form
 
 
+def venue_settings_form(app, **changes):
+    """The settings form of one venue as the page fills it (/admin/settings?venue=…: a venue's
+    keys only), with changes."""
+    form = {key: value for key, value in settings_form(app).items()
+            if key in settings.VENUE_CHAIN_KEYS or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
+    form.update(changes)
+    return form
+
+
 def stored_settings(app):
     """{key: value} of the overrides in the setting table."""
     with app.extensions["callpass"].engine.connect() as conn:

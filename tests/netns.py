@@ -36,6 +36,7 @@ the single-namespace building block (for tests that only need somewhere to run n
 """
 
 import functools
+import json
 import os
 import re
 import select
@@ -367,3 +368,17 @@ server = Server((ip, port), Handler)
 print("ready", flush=True)
 server.serve_forever()
 """
+
+
+def nft_garden(run):
+    """The walled garden's entries in table inet callpass as nft prints them ("192.0.2.0/24",
+    "2001:db8::1"), sorted; run(*argv) runs a command where the table is and returns its
+    completed process (e.g. a Namespace's run)."""
+    entries = []
+    for name in ("garden4", "garden6"):
+        listing = run("nft", "-j", "list", "set", "inet", "callpass", name)
+        [found] = [item["set"] for item in json.loads(listing.stdout)["nftables"] if "set" in item]
+        for element in found.get("elem", []):
+            prefix = element.get("prefix") if isinstance(element, dict) else None
+            entries.append(f"{prefix['addr']}/{prefix['len']}" if prefix else element)
+    return sorted(entries)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from admin_support import (ADMIN_NAME, ADMIN_PASSWORD, admin, audit_rows,  # noqa: F401
-                           csrf_token, settings_form, sign_in)
+                           csrf_token, settings_form, sign_in, venue_settings_form)
 from conftest import open_session
 from sqlalchemy import select
 from test_venues import add_venue, app, cfg, engine_of, venue_admin  # noqa: F401
@@ -192,17 +192,9 @@ def test_a_next_page_with_a_line_break_goes_to_the_dashboard(app, admin):
     assert answer.status_code == 303 and answer.headers["Location"] == "/admin/"
 
 
-def venue_form(app, **changes):
-    """The settings form of one venue as the page fills it (a venue's keys only)."""
-    form = {key: value for key, value in settings_form(app).items()
-            if key in settings.VENUE_CHAIN_KEYS or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
-    form.update(changes)
-    return form
-
-
 def test_the_audit_log_names_the_venue_whose_settings_a_chain_admin_changed(app, admin):
     add_venue(app, "arbat", nas_identifier="MT-Arbat")
-    assert admin.post("/admin/settings?venue=arbat", venue_form(
+    assert admin.post("/admin/settings?venue=arbat", venue_settings_form(
         app, **{"venue.name.en": "Cafe Arbat"})).status_code == 303
     assert "venue arbat: Venue name" in admin.get("/admin/audit").get_data(as_text=True)
     assert "заведение arbat: Название заведения" in \

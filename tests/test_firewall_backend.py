@@ -1,7 +1,6 @@
 """portal.firewall: ScriptFirewall driving the real script in a namespace, its input checks,
 NoopFirewall and from_config."""
 
-import json
 import stat
 import time
 from pathlib import Path
@@ -403,18 +402,6 @@ def test_every_backend_the_config_accepts_exists():
     assert set(FIREWALLS) == set(BACKENDS)
 
 
-def nft_garden(namespace):
-    """The walled garden's entries in the namespace's sets, as nft prints them."""
-    entries = []
-    for name in ("garden4", "garden6"):
-        listing = namespace.run("nft", "-j", "list", "set", "inet", "callpass", name, check=True)
-        [found] = [item["set"] for item in json.loads(listing.stdout)["nftables"] if "set" in item]
-        for element in found.get("elem", []):
-            prefix = element.get("prefix") if isinstance(element, dict) else None
-            entries.append(f"{prefix['addr']}/{prefix['len']}" if prefix else element)
-    return sorted(entries)
-
-
 @pytest.mark.netns
 def test_the_firewall_garden_follows_the_configured_one(fw, gateway_ns, cfg):
     """An entry taken out of gateway.garden leaves the real nft sets at the next sync (start,
@@ -425,19 +412,19 @@ def test_the_firewall_garden_follows_the_configured_one(fw, gateway_ns, cfg):
     fw.up("br-lan", 2050)
     svc.config["gateway"]["garden"] = ["192.0.2.0/24", "198.51.100.7", "2001:db8::/32"]
     assert settings.sync_garden(svc) == []
-    assert nft_garden(gateway_ns) == ["192.0.2.0/24", "198.51.100.7", "2001:db8::/32"]
+    assert netns.nft_garden(gateway_ns.run) == ["192.0.2.0/24", "198.51.100.7", "2001:db8::/32"]
 
     svc.config["gateway"]["garden"] = ["192.0.0.0/16"]
     assert settings.sync_garden(svc) == []
-    assert nft_garden(gateway_ns) == ["192.0.0.0/16"]
+    assert netns.nft_garden(gateway_ns.run) == ["192.0.0.0/16"]
     assert settings.sync_garden(svc) == []  # again: nothing left to take out, nothing fails
-    assert nft_garden(gateway_ns) == ["192.0.0.0/16"]
+    assert netns.nft_garden(gateway_ns.run) == ["192.0.0.0/16"]
 
     fw.down()  # `nft flush ruleset`: the worker makes the table again and syncs the garden
     fw.up("br-lan", 2050)
     assert settings.sync_garden(svc) == []
-    assert nft_garden(gateway_ns) == ["192.0.0.0/16"]
+    assert netns.nft_garden(gateway_ns.run) == ["192.0.0.0/16"]
     svc.config["gateway"]["garden"] = []
     assert settings.sync_garden(svc) == []
-    assert nft_garden(gateway_ns) == []
+    assert netns.nft_garden(gateway_ns.run) == []
     app.extensions["callpass"].engine.dispose()

@@ -47,15 +47,21 @@ printf '%s\\n' "$*" >> "$(dirname "$0")/calls"
 """
 
 
+def recorder(folder):
+    """A stand-in callpass-fw in folder that writes each call's arguments to folder/calls."""
+    script = folder / "callpass-fw"
+    script.write_text(RECORDER)
+    script.chmod(0o755)
+    return script
+
+
 def fw_up(config, **environment):
     return subprocess.run([sys.executable, "-m", "portal", "fw-up", "--config", str(config)],
                           capture_output=True, text=True, env={**os.environ, **environment})
 
 
 def test_fw_up_runs_the_script_with_the_configs_interface_and_port(tmp_path, database_url):
-    script = tmp_path / "callpass-fw"
-    script.write_text(RECORDER)
-    script.chmod(0o755)
+    script = recorder(tmp_path)
     config = write_config(tmp_path / "callpass.toml", database=database_url, port=8123,
                           listen_host="0.0.0.0", script=script,
                           sections={"gateway": {"lan": "guests0", "script": str(script)}})
@@ -81,9 +87,7 @@ def test_fw_up_makes_the_table_even_when_the_rest_of_the_config_is_wrong(tmp_pat
     """At boot a typo anywhere in the file must not leave guests unchecked: the table comes up
     from what could be read (or, for a file that is not TOML at all, from the defaults), then
     the problems are listed and the exit code says something is wrong."""
-    script = tmp_path / "callpass-fw"
-    script.write_text(RECORDER)
-    script.chmod(0o755)
+    script = recorder(tmp_path)
     config = write_config(tmp_path / "callpass.toml", database=database_url, port=8123,
                           listen_host="0.0.0.0", script=script,
                           sections={"gateway": {"lan": "guests0", "script": str(script)},
@@ -102,9 +106,7 @@ def test_fw_up_makes_the_table_even_when_the_rest_of_the_config_is_wrong(tmp_pat
 
 
 def test_fw_up_opens_the_tls_port_the_config_names(tmp_path, database_url):
-    script = tmp_path / "callpass-fw"
-    script.write_text(RECORDER)
-    script.chmod(0o755)
+    script = recorder(tmp_path)
     config = write_config(tmp_path / "callpass.toml", database=database_url, port=8123,
                           listen_host="0.0.0.0", script=script,
                           sections={"gateway": {"lan": "guests0", "tls_port": 443}})

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from admin_support import (ADMIN_PASSWORD, Admin, admin, command_config,  # noqa: F401
-                           settings_form, sign_in)
+                           settings_form, sign_in, venue_settings_form)
 from conftest import notify, settle
 from sqlalchemy import func, select
 
@@ -425,18 +425,10 @@ def test_the_main_venue_has_no_admins_of_its_own(app, admin, tmp_path):
     assert [row.name for row in auth.list_admins(engine_of(app))] == ["boss"]
 
 
-def venue_provider_form(app, **changes):
-    """The settings form of a venue (what /admin/settings?venue=… posts), with changes."""
-    form = {key: value for key, value in settings_form(app).items()
-            if key in settings.VENUE_CHAIN_KEYS or key.rsplit(".", 1)[0] in settings.PER_LANGUAGE}
-    form.update(changes)
-    return form
-
-
 def test_the_chains_later_api_key_never_reaches_a_venues_own_provider(app, admin):
     add_venue(app, "arbat", nas_identifier="MT-Arbat")
     arbat = venues.by_slug(engine_of(app), "arbat").id
-    assert admin.post("/admin/settings?venue=arbat", venue_provider_form(app, **{
+    assert admin.post("/admin/settings?venue=arbat", venue_settings_form(app, **{
         "provider.base_url": "https://venue-provider.example", "provider.login": "arbat",
         "provider.password": "arbat-password"})).status_code == 303
     assert admin.post("/admin/settings", settings_form(
@@ -452,7 +444,7 @@ def test_a_venues_own_password_stays_with_the_address_it_was_entered_for(app, ad
     add_venue(app, "arbat", nas_identifier="MT-Arbat")
     arbat = venues.by_slug(engine_of(app), "arbat").id
     old_address = settings.load(app.extensions["callpass"])["provider"]["base_url"]
-    assert admin.post("/admin/settings?venue=arbat", venue_provider_form(app, **{
+    assert admin.post("/admin/settings?venue=arbat", venue_settings_form(app, **{
         "provider.login": "arbat", "provider.password": "arbat-password"})).status_code == 303
     assert admin.post("/admin/settings", settings_form(app, **{
         "provider.base_url": "https://new-provider.example",
