@@ -244,8 +244,8 @@ class FirewallWorker:
         if complete:  # the first pass
             self.firewall.up(**self.table)
             self._up_done = True
-            log.info("firewall: chains made for guests on %s, portal port %s%s",
-                     self.table["lan"], self.table["portal_port"],
+            log.info("firewall (%s): up for guests on %s, portal port %s%s",
+                     self.firewall.name, self.table["lan"], self.table["portal_port"],
                      f", TLS port {self.table['tls_port']}" if self.table.get("tls_port") else "")
             return
         log.error("firewall: table inet callpass is missing or incomplete (was `nft flush "
