@@ -29,7 +29,7 @@ class Services:
     firewall_worker: FirewallWorker  # started by `serve` and `demo`, not by create_app
     online: object                   # sessions.OnlineCache: who is online, for probes
     provider_slots: object           # a semaphore: provider calls in flight at once
-    asking: object                   # verification.AskingLocks: one provider call per phone
+    asking: object                   # verification.AskingLocks: one provider call per device
     is_demo: bool = False
     simulator_url: str = ""
     cache: dict = field(default_factory=dict)  # small per-app caches (provider status)

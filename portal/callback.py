@@ -3,8 +3,9 @@
 Order matters: authenticate (path token, then checksum), then freshness and replay, then domain work.
 A notification that fails any check changes nothing but its own row in the notification log.
 Guests can reach this URL too, so refusals are counted per sender (a guest by its MAC) and in
-all, and past a limit answered 429 without a row (forgeries cannot fill the log); a genuine notification is checked first and
-never counted, so forgeries from the provider's address cannot get its real ones refused.
+all, and past a limit answered 429 without a row (forgeries cannot fill the log); a genuine
+notification is checked first and never counted, so forgeries from the provider's address cannot
+get its real ones refused.
 """
 
 import hashlib
@@ -132,7 +133,7 @@ def reject(record, status, reason):
     someone fill the log)."""
     if not hit(REFUSALS, "callback-refused", sender()) or \
             not hit(ALL_REFUSALS, "callback-refused"):
-        return "too many refused notifications from this address", 429, TEXT
+        return "too many refused notifications", 429, TEXT
     log.warning("callback refused from %s: %s", request.remote_addr, reason)
     save(record, "rejected", reason)
     return reason, status, TEXT

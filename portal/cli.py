@@ -237,15 +237,15 @@ def fw_up(config_path):
                    "nothing to do")
     else:
         try:
-            ScriptFirewall(gateway["script"], gateway["script_timeout_seconds"]).up(
-                **table_of(cfg))
+            table = table_of(cfg)
+            ScriptFirewall(gateway["script"], gateway["script_timeout_seconds"]).up(**table)
         except ValueError as exc:
             fail([f"gateway.lan, gateway.tls_port or portal.listen: {exc}", *problems])
         except FirewallError as exc:
             click.echo(f"callpass: firewall failed: {exc}", err=True)
             sys.exit(1)
-        click.echo(f"firewall table up: guests on {gateway['lan']}, portal port "
-                   f"{split_listen(cfg['portal']['listen'])[1]}")
+        click.echo(f"firewall table up: guests on {table['lan']}, portal port "
+                   f"{table['portal_port']}")
     if problems:
         fail(problems)
 

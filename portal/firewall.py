@@ -92,20 +92,21 @@ def _check_up(lan, portal_port, portal_ip, tls_port=None):
     """The script's arguments for `up`, checked."""
     if not isinstance(lan, str) or not _IFACE.fullmatch(lan):
         raise ValueError(f"not an interface name: {lan!r}")
-    if isinstance(portal_port, bool) or not isinstance(portal_port, int) or \
-            not 1 <= portal_port <= 65535:
-        raise ValueError(f"portal port must be 1-65535: {portal_port!r}")
-    argv = ["up", "--lan", lan, "--portal-port", str(portal_port)]
+    argv = ["up", "--lan", lan, "--portal-port", _check_port("portal port", portal_port)]
     if portal_ip is not None:
         if not isinstance(portal_ip, str) or "%" in portal_ip:
             raise ValueError(f"not an IP address: {portal_ip!r}")
         argv += ["--portal-ip", str(ipaddress.ip_address(portal_ip))]
     if tls_port is not None:
-        if isinstance(tls_port, bool) or not isinstance(tls_port, int) or \
-                not 1 <= tls_port <= 65535:
-            raise ValueError(f"TLS port must be 1-65535: {tls_port!r}")
-        argv += ["--tls-port", str(tls_port)]
+        argv += ["--tls-port", _check_port("TLS port", tls_port)]
     return argv
+
+
+def _check_port(what, port):
+    """port as the script's argument; ValueError unless it is an int 1-65535."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"{what} must be 1-65535: {port!r}")
+    return str(port)
 
 
 def _check_garden(action, cidr):

@@ -159,8 +159,9 @@ class FirewallWorker:
     check that the table is still there.
 
     table: the `up` arguments ({"lan", "portal_port", "tls_port"}: firewall.table_of) run once at
-    start and to recreate a missing table; None: never run `up`. restore: called after a recreation to put back what the sessions do
-    not say (the walled garden); returns a list of failure messages.
+    start and to recreate a missing table; None: never run `up`. restore: called after a
+    recreation to put back what the sessions do not say (the walled garden); returns a list of
+    failure messages.
     """
 
     def __init__(self, engine, firewall, on_applied=None, table=None, restore=None):

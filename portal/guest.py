@@ -207,7 +207,7 @@ def index():
 def reached_provider(_response):
     """Only attempts that got as far as the provider, or let a remembered device in, count
     against the limits: typos, a device off the LAN and "busy, try again" do not."""
-    return g.get("callpass_asked_provider", False)
+    return g.get("callpass_counted", False)
 
 
 @bp.post("/")
@@ -247,7 +247,7 @@ def start():
         svc.engine, number, mac, ip, portal["remember_days"],
         portal["session_minutes"], portal["devices_per_phone"], venue_id, gateway_token)
     if row is not None:
-        g.callpass_asked_provider = True  # counted: each one is a session in the log
+        g.callpass_counted = True  # each one is a session in the log
         svc.firewall_worker.wake()
         return redirect(wait_url(row.token), code=303)
     refused = one_device_per_phone(svc, typed, number, mac)
@@ -263,7 +263,7 @@ def start():
                 if refused is not None:
                     return refused
             with provider_slot(svc):
-                g.callpass_asked_provider = True
+                g.callpass_counted = True
                 row = verification.start_verification(
                     svc.engine, client, number, mac, ip, portal["verification_minutes"],
                     venue_id, gateway_token)

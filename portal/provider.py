@@ -157,8 +157,8 @@ class SmscClient:
         number = from_provider(str(answer))
         if number is None:
             # Checked here, not per host: a host that answered a result has registered the wait.
-            raise ProviderUnavailable(
-                f"the provider answered a number to call that is not 8-15 digits: {str(answer)[:40]!r}")
+            raise ProviderUnavailable("the provider answered a number to call that is not "
+                                      f"8-15 digits: {str(answer)[:40]!r}")
         return number
 
     def balance(self) -> "Balance":
